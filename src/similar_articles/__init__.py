@@ -1,0 +1,16 @@
+"""similar-articles: fill the "Similar articles" box under a news article."""
+
+__version__ = "0.1.0"
+
+from .articles import Article
+from .config import Config, EncoderConfig, IndexConfig, RankingConfig
+from .errors import (ConfigError, IndexCorruptedError, IndexNotFoundError, InvalidArticleError,
+                     ModelMismatchError, SimilarArticlesError, UnknownArticleError)
+from .recommender import Recommendation, Recommender, recommend
+
+__all__ = [
+    "Article", "Config", "EncoderConfig", "IndexConfig", "RankingConfig",
+    "Recommendation", "Recommender", "recommend",
+    "SimilarArticlesError", "ConfigError", "IndexCorruptedError", "IndexNotFoundError",
+    "InvalidArticleError", "ModelMismatchError", "UnknownArticleError",
+]

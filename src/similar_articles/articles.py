@@ -1,0 +1,214 @@
+"""Article: one validated, normalised news article, built from a row of any source."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Mapping
+
+from .errors import InvalidArticleError
+
+# The encoder reads only the lead of an article, and boxes show only metadata, so a
+# body past this many characters is cut after HTML stripping. A 5 MB body is almost
+# always a scraping accident; keeping it whole would cost memory and hashing time.
+MAX_BODY_CHARS = 100_000
+
+# Canonical field -> accepted aliases, first match wins.
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "article_id", "guid", "slug"),
+    "title": ("title", "headline"),
+    "body": ("body", "text", "content", "article_text"),
+    "published_at": ("published_at", "date", "publish_date", "published", "pub_date"),
+    "section": ("section", "category", "topic"),
+    "url": ("url", "link"),
+    "tags": ("tags", "keywords"),
+    "language": ("language", "lang"),
+}
+
+_TAG_RE = re.compile(r"<[^>]*>")
+_SCRIPT_RE = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_BLOCK_TAG_RE = re.compile(r"<\s*(br|/p|/div|/h[1-6]|/li)\b[^>]*>", re.IGNORECASE)
+_LOOKS_LIKE_HTML = re.compile(r"<\s*/?\s*[a-zA-Z!][^>]*>")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\ufeff]")
+_SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """A news article. Only ``id`` and some text (title or body) are required.
+
+    Build one from a source row with :meth:`from_row`, which accepts common aliases
+    (text, content, date, publish_date, category, ...), strips HTML and parses dates.
+    """
+
+    id: str
+    title: str = ""
+    body: str = ""
+    published_at: datetime | None = None
+    section: str | None = None
+    url: str | None = None
+    tags: tuple[str, ...] = field(default=())
+    language: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise InvalidArticleError("an article needs a non-empty id", field="id")
+        if not (self.title.strip() or self.body.strip()):
+            raise InvalidArticleError(
+                "no text: give a title or a body", field="body", article_id=self.id)
+        if self.published_at is not None and self.published_at.tzinfo is None:
+            raise InvalidArticleError(
+                "published_at must be timezone-aware; use Article.from_row, which reads "
+                "a naive date as UTC", field="published_at", article_id=self.id)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any] | "Article", *, row_number: int | None = None,
+                 source: str | None = None) -> "Article":
+        """Validate and normalise a mapping (dict, DataFrame row, SQL row) into an Article.
+
+        Raises InvalidArticleError naming the source, row and field at fault.
+        """
+        if isinstance(row, Article):
+            return row
+        if not isinstance(row, Mapping):
+            raise InvalidArticleError(
+                f"expected a mapping of fields, got {type(row).__name__}",
+                row=row_number, source=source)
+        where = dict(row=row_number, source=source)
+        values = {name: _pick(row, aliases) for name, aliases in FIELD_ALIASES.items()}
+        raw_id = values["id"]
+        if raw_id is None or (isinstance(raw_id, float) and raw_id != raw_id):
+            raise InvalidArticleError("missing id: every row needs an 'id' column", field="id", **where)
+        article_id = _text(raw_id, "id", where).strip()
+        if not article_id:
+            raise InvalidArticleError("empty id: every row needs an 'id' value", field="id", **where)
+        where["article_id"] = article_id
+        title = normalise_text(_text(values["title"], "title", where), limit=1_000)
+        body = normalise_text(_text(values["body"], "body", where), limit=MAX_BODY_CHARS)
+        if not (title or body):
+            raise InvalidArticleError(
+                "no text: the row needs a title or a body (aliases: text, content)",
+                field="body", **where)
+        section = _text(values["section"], "section", where).strip() or None
+        url = _text(values["url"], "url", where).strip() or None
+        language = _text(values["language"], "language", where).strip() or None
+        return cls(
+            id=article_id, title=title, body=body,
+            published_at=parse_datetime(values["published_at"], **where),
+            section=section, url=url, tags=_tags(values["tags"], where), language=language,
+        )
+
+    @property
+    def text(self) -> str:
+        """What the encoder reads: the title, then the body."""
+        return f"{self.title}\n\n{self.body}" if self.title and self.body else self.title or self.body
+
+    @property
+    def content_hash(self) -> str:
+        """Changes exactly when the encoded text changes; keys the embedding cache."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:32]
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The JSON-safe fields a box shows (the body stays out of the index)."""
+        return {
+            "id": self.id, "title": self.title, "url": self.url, "section": self.section,
+            "published_at": self.published_at.isoformat() if self.published_at else None,
+            "tags": list(self.tags), "language": self.language,
+        }
+
+
+def _pick(row: Mapping[str, Any], aliases: tuple[str, ...]) -> Any:
+    for key in aliases:
+        if key in row:
+            value = row[key]
+            if value is not None and not (isinstance(value, float) and value != value):
+                return value
+    return None
+
+
+def _text(value: Any, field_name: str, where: dict) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidArticleError(
+                f"not valid UTF-8 (byte 0x{value[exc.start]:02x} at offset {exc.start}); "
+                "re-encode the source as UTF-8", field=field_name, **where) from None
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidArticleError(
+        f"expected text, got {type(value).__name__}", field=field_name, **where)
+
+
+def normalise_text(text: str, *, limit: int = MAX_BODY_CHARS) -> str:
+    """Strip HTML and control characters, fold white space, cut at ``limit`` characters."""
+    if not text:
+        return ""
+    if _LOOKS_LIKE_HTML.search(text):
+        text = _SCRIPT_RE.sub(" ", text)
+        text = _BLOCK_TAG_RE.sub("\n", text)
+        text = _TAG_RE.sub(" ", text)
+    text = html.unescape(text)
+    text = unicodedata.normalize("NFC", text)
+    # Control and zero-width characters come from copy-paste and CMS exports.
+    text = _CONTROL.sub(" ", text)
+    text = _SPACES.sub(" ", text)
+    text = _BLANK_LINES.sub("\n\n", text)
+    text = "\n".join(line.strip() for line in text.split("\n")).strip()
+    if len(text) > limit:
+        cut = text.rfind(" ", 0, limit)
+        text = text[: cut if cut > limit * 0.9 else limit]
+    return text
+
+
+def parse_datetime(value: Any, *, row: int | None = None, source: str | None = None,
+                   article_id: str | None = None) -> datetime | None:
+    """Read an ISO 8601 date or datetime (or a date/datetime object) as aware UTC.
+
+    A naive value is taken as UTC. ``None`` and empty strings mean "no date".
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            raise InvalidArticleError(
+                f"date {value!r} is not ISO 8601; write it like 2019-01-25 or "
+                "2019-01-25T14:30:00Z", field="published_at", row=row, source=source,
+                article_id=article_id) from None
+    else:
+        raise InvalidArticleError(
+            f"expected an ISO 8601 date string, got {type(value).__name__}",
+            field="published_at", row=row, source=source, article_id=article_id)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _tags(value: Any, where: dict) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (list, tuple, set)) or hasattr(value, "tolist"):
+        items = list(value.tolist() if hasattr(value, "tolist") else value)
+    else:
+        raise InvalidArticleError(
+            f"tags must be a list or a comma-separated string, got {type(value).__name__}",
+            field="tags", **where)
+    return tuple(dict.fromkeys(str(t).strip() for t in items if str(t).strip()))

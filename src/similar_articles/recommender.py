@@ -1,0 +1,484 @@
+"""Recommender: build or load an index, fill boxes, apply adds and removals at once."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import ranking
+from .articles import Article
+from .config import Config, replace_ranking
+from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embed_articles, normalise_rows
+from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
+                     SimilarArticlesError, UnknownArticleError)
+from .index import FaissIndex, create_index
+from .snapshot import read_snapshot, write_snapshot
+
+MAX_K = 100
+CACHE_FILE = "embeddings.sqlite"
+ArticleLike = Article | Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One item of a box. ``similarity`` is the cosine to the source article; ``score``
+    adds the freshness bonus; ``reasons`` says why the item is there."""
+
+    id: str
+    title: str
+    url: str | None
+    published_at: datetime | None
+    section: str | None
+    score: float
+    similarity: float
+    reasons: tuple[str, ...]
+    fallback: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["published_at"] = self.published_at.isoformat() if self.published_at else None
+        data["reasons"] = list(self.reasons)
+        return data
+
+
+class _Corpus:
+    """Columnar article metadata aligned with index positions, plus the tombstone mask."""
+
+    COLUMNS = ("ids", "titles", "urls", "sections", "tags", "content_hashes")
+
+    def __init__(self, columns: dict[str, list], published: np.ndarray, title_keys: np.ndarray):
+        self.ids: list[str] = columns["ids"]
+        self.titles: list[str] = columns["titles"]
+        self.urls: list[str | None] = columns["urls"]
+        self.sections: list[str | None] = columns["sections"]
+        self.tags: list[list[str]] = columns["tags"]
+        self.content_hashes: list[str] = columns["content_hashes"]
+        self.published = np.asarray(published, dtype=np.float64)
+        self.title_keys = np.asarray(title_keys, dtype=np.int64)
+        self.alive = np.ones(len(self.ids), dtype=bool)
+        self.positions = {article_id: i for i, article_id in enumerate(self.ids)}
+        self._index_derived()
+
+    @classmethod
+    def from_articles(cls, articles: Sequence[Article]) -> "_Corpus":
+        return cls(*cls.columns_of(articles))
+
+    @staticmethod
+    def columns_of(articles: Sequence[Article]) -> tuple[dict[str, list], np.ndarray, np.ndarray]:
+        columns = {
+            "ids": [a.id for a in articles], "titles": [a.title for a in articles],
+            "urls": [a.url for a in articles], "sections": [a.section for a in articles],
+            "tags": [list(a.tags) for a in articles],
+            "content_hashes": [a.content_hash for a in articles],
+        }
+        published = np.array([a.published_at.timestamp() if a.published_at else np.nan
+                              for a in articles], dtype=np.float64)
+        title_keys = np.array([ranking.title_key(a.title) for a in articles], dtype=np.int64)
+        return columns, published, title_keys
+
+    def _index_derived(self) -> None:
+        """Everything a call needs that does not depend on the call, computed once."""
+        self.section_names = sorted({s for s in self.sections if s})
+        self.section_codes_by_name = {name: i for i, name in enumerate(self.section_names)}
+        self.section_codes = np.array(
+            [self.section_codes_by_name.get(s, ranking.NO_SECTION) if s else ranking.NO_SECTION
+             for s in self.sections], dtype=np.int32)
+        self.recent_order = ranking.recent_first(self.published)
+        codes_in_order = self.section_codes[self.recent_order]
+        self.recent_by_section = {code: self.recent_order[codes_in_order == code]
+                                  for code in range(len(self.section_names))}
+
+    def extend(self, articles: Sequence[Article]) -> None:
+        columns, published, title_keys = self.columns_of(articles)
+        for name in self.COLUMNS:
+            getattr(self, name).extend(columns[name])
+        start = len(self.published)
+        self.published = np.concatenate([self.published, published])
+        self.title_keys = np.concatenate([self.title_keys, title_keys])
+        self.alive = np.concatenate([self.alive, np.ones(len(articles), dtype=bool)])
+        for offset, article in enumerate(articles):
+            old = self.positions.get(article.id)
+            if old is not None:
+                self.alive[old] = False  # the new version replaces it
+            self.positions[article.id] = start + offset
+        self._index_derived()
+
+    def metadata(self) -> dict[str, list]:
+        return {name: getattr(self, name) for name in self.COLUMNS}
+
+    def live_count(self) -> int:
+        return int(self.alive.sum())
+
+
+class Recommender:
+    """Fills "Similar articles" boxes from a FAISS index of article vectors.
+
+    Build one with :meth:`build` or open a published index with :meth:`load`;
+    :meth:`recommend` is safe to call from many threads.
+    """
+
+    def __init__(self, *, index: FaissIndex, corpus: _Corpus, config: Config, manifest: dict,
+                 path: Path | None, encoder: Encoder | None = None):
+        self._index = index
+        self._corpus = corpus
+        self.config = config
+        self.manifest = manifest
+        self.path = path
+        self._encoder = encoder
+        self._lock = threading.RLock()  # guards FAISS and columns against concurrent add()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def build(cls, rows: Iterable[ArticleLike], path: str | os.PathLike, *,
+              embeddings: np.ndarray | None = None, config: Config | None = None,
+              encoder: Encoder | None = None, cache: bool = True, progress: bool = False,
+              keep: int = 3) -> "Recommender":
+        """Index ``rows`` (dicts or Articles) and publish the snapshot under ``path``.
+
+        embeddings: one vector per row, same order, made elsewhere with the configured
+            model; nothing is encoded then. Otherwise the model encodes every article
+            the embedding cache (``path/embeddings.sqlite``) does not already hold.
+        keep: snapshots kept on disk for rollback.
+        Raises InvalidArticleError for the first bad row (the CLI skips bad rows instead).
+        """
+        config = config or Config()
+        articles = parse_articles(rows)
+        if not articles:
+            raise InvalidArticleError("no articles to index: the source gave no rows")
+        root = Path(path)
+        encoder = encoder or SentenceTransformerEncoder(config.encoder)
+        if embeddings is not None:
+            vectors = normalise_rows(embeddings)
+            if len(vectors) != len(articles):
+                raise ConfigError(
+                    f"embeddings has {len(vectors)} rows but there are {len(articles)} "
+                    "articles; give one row per article, in the same order")
+            encoded = 0
+        else:
+            store = EmbeddingCache(root / CACHE_FILE) if cache else None
+            try:
+                vectors, encoded = embed_articles(articles, encoder, cache=store, progress=progress)
+            finally:
+                if store is not None:
+                    store.close()
+        index = create_index(vectors.shape[1], len(articles), config.index)
+        index.add(vectors)
+        corpus = _Corpus.from_articles(articles)
+        manifest = {
+            "library_version": _library_version(), "model_id": encoder.model_id,
+            "dimensions": int(vectors.shape[1]), "count": len(articles),
+            "index_kind": index.kind, "config": config.to_dict(),
+            "embeddings": "precomputed" if embeddings is not None else "encoded",
+            "encoded": encoded,
+        }
+        folder = write_snapshot(
+            root, write_index=index.save, metadata=corpus.metadata(),
+            arrays={"published": corpus.published, "title_keys": corpus.title_keys},
+            manifest=manifest, keep=keep)
+        manifest = read_snapshot(folder, verify=False).manifest
+        return cls(index=index, corpus=corpus, config=config, manifest=manifest, path=folder,
+                   encoder=encoder)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, config: Config | None = None,
+             encoder: Encoder | None = None, verify: bool = True) -> "Recommender":
+        """Open the snapshot that ``path`` serves (an index root or a snapshot folder).
+
+        config: ranking settings to use instead of the saved ones; its encoder must
+            match the one the index was built with (else ModelMismatchError).
+        verify: check every file against the manifest's checksums (about 1 s per GB).
+        """
+        snapshot = read_snapshot(path, verify=verify)
+        manifest = snapshot.manifest
+        saved = Config.from_dict(manifest.get("config") or {})
+        config = config or saved
+        encoder = encoder or SentenceTransformerEncoder(config.encoder)
+        if encoder.model_id != manifest.get("model_id"):
+            raise ModelMismatchError(
+                f"{snapshot.path} was built with model {manifest.get('model_id')!r} but "
+                f"{encoder.model_id!r} is configured; rebuild the index with this model or "
+                "load it without overriding the encoder")
+        columns = snapshot.metadata
+        missing = [name for name in _Corpus.COLUMNS if name not in columns]
+        if missing:
+            raise IndexCorruptedError(f"{snapshot.path}: metadata lacks {missing}; rebuild the index")
+        index = FaissIndex.load(snapshot.index_path, manifest["index_kind"], config.index)
+        count = manifest.get("count")
+        if not (len(index) == len(columns["ids"]) == count):
+            raise IndexCorruptedError(
+                f"{snapshot.path}: the manifest counts {count} articles, the index holds "
+                f"{len(index)} and the metadata {len(columns['ids'])}; rebuild the index")
+        corpus = _Corpus(columns, snapshot.arrays["published"], snapshot.arrays["title_keys"])
+        return cls(index=index, corpus=corpus, config=config, manifest=manifest,
+                   path=snapshot.path, encoder=encoder)
+
+    # ---------------------------------------------------------------- serving
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = SentenceTransformerEncoder(self.config.encoder)
+        return self._encoder
+
+    def __len__(self) -> int:
+        return self._corpus.live_count()
+
+    def __contains__(self, article_id: object) -> bool:
+        pos = self._corpus.positions.get(article_id)  # type: ignore[arg-type]
+        return pos is not None and bool(self._corpus.alive[pos])
+
+    def recommend(self, article: str | ArticleLike, k: int = 2, *, now: datetime | None = None,
+                  exclude_ids: Iterable[str] = (), sections: Iterable[str] | None = None,
+                  **overrides: Any) -> list[Recommendation]:
+        """The ``k`` most useful related articles for an indexed id or an unseen article.
+
+        now: the time of the call (default: the clock); articles published after it
+            are hidden and ages are measured from it.
+        exclude_ids: ids never to show (the article itself is always excluded).
+        sections: show only articles of these sections.
+        overrides: any RankingConfig field for this call, e.g. max_age_days=30.
+        """
+        k = _check_k(k)
+        settings = replace_ranking(self.config.ranking, overrides)
+        query, source = self._query(article)
+        with self._lock:
+            return self._box(query, source, k, settings, now, exclude_ids, sections)
+
+    def _query(self, article: str | ArticleLike) -> tuple[np.ndarray, dict]:
+        corpus = self._corpus
+        if isinstance(article, str):
+            pos = corpus.positions.get(article)
+            if pos is None or not corpus.alive[pos]:
+                raise UnknownArticleError(
+                    f"article id {article!r} is not in the index; pass the article itself "
+                    "(a dict with title and body) to get a box for an unseen article")
+            with self._lock:
+                vector = self._index.vectors(np.array([pos]))[0]
+            return vector, {"id": article, "position": pos, "published": corpus.published[pos],
+                            "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos])}
+        parsed = Article.from_row(article)
+        vector = self.encoder.encode_articles([parsed])[0]
+        if vector.shape[0] != self._index.dim:
+            raise ModelMismatchError(
+                f"the encoder makes {vector.shape[0]}-dimensional vectors but the index holds "
+                f"{self._index.dim}-dimensional ones; load the index with the model it was built with")
+        published = parsed.published_at.timestamp() if parsed.published_at else np.nan
+        return vector, {"id": parsed.id, "position": corpus.positions.get(parsed.id),
+                        "published": published, "section": parsed.section,
+                        "title_key": ranking.title_key(parsed.title)}
+
+    def _box(self, query: np.ndarray, source: dict, k: int, settings, now: datetime | None,
+             exclude_ids: Iterable[str], sections: Iterable[str] | None) -> list[Recommendation]:
+        corpus = self._corpus
+        now_ts = (now or datetime.now(timezone.utc)).timestamp()
+        by_article = settings.recency_reference == "article" and not np.isnan(source["published"])
+        reference = source["published"] if by_article else now_ts
+        excluded = [corpus.positions[i] for i in exclude_ids if i in corpus.positions]
+        if source["position"] is not None:
+            excluded.append(source["position"])
+        allowed = None if sections is None else np.array(
+            [corpus.section_codes_by_name[s] for s in sections if s in corpus.section_codes_by_name],
+            dtype=np.int32)
+
+        def is_eligible(positions: np.ndarray) -> np.ndarray:
+            return ranking.eligible(
+                positions, alive=corpus.alive, published=corpus.published, now=now_ts,
+                reference=reference, max_age_days=settings.max_age_days,
+                excluded=np.asarray(excluded, dtype=np.int64), section_codes=corpus.section_codes,
+                allowed_sections=allowed)
+
+        # Fetch neighbours; widen while filters leave too few related ones.
+        fetch = max(settings.candidates, 4 * k)
+        while True:
+            sims, positions = self._index.search(query, fetch)
+            keep = positions >= 0
+            sims, positions = sims[keep], positions[keep]
+            ok = is_eligible(positions) & (sims >= settings.min_similarity)
+            exhausted = fetch >= len(self._index) or (len(sims) and sims[-1] < settings.min_similarity)
+            if ok.sum() >= min(settings.candidates, 4 * k) or exhausted or fetch >= 4096:
+                break
+            fetch *= 4
+        sims, positions = sims[ok], positions[ok]
+        age_days = (reference - corpus.published[positions]) / ranking.SECONDS_PER_DAY
+        scores = ranking.freshness_scores(
+            sims, age_days, margin=settings.freshness_margin, half_life_days=settings.half_life_days)
+        vectors = self._index.vectors(positions) if len(positions) else np.zeros((0, self._index.dim), np.float32)
+        chosen, _ = ranking.select_box(
+            scores, vectors, k, mmr_lambda=settings.mmr_lambda,
+            duplicate_similarity=settings.duplicate_similarity,
+            title_keys=corpus.title_keys[positions], query_vector=query,
+            query_title_key=source["title_key"])
+        box = [self._item(int(positions[i]), float(scores[i]), float(sims[i]), source, by_article, None)
+               for i in chosen]
+        if len(box) < k and settings.fallback:
+            box += self._fallback(query, source, k - len(box), chosen_positions=positions[chosen],
+                                  is_eligible=is_eligible, settings=settings, by_article=by_article)
+        return box
+
+    def _fallback(self, query, source, need, *, chosen_positions, is_eligible, settings, by_article):
+        """Recent articles of the source's section, then recent overall, never a copy of
+        the source or of an item already in the box. Among the most recent few, the
+        more similar come first: a fallback should still be as related as it can."""
+        corpus = self._corpus
+        shown_vectors = np.vstack([query, self._index.vectors(chosen_positions)]) \
+            if len(chosen_positions) else query[None, :]
+        shown_keys = ({source["title_key"]} | set(corpus.title_keys[chosen_positions].tolist())) - {0}
+        taken = {int(p) for p in chosen_positions}
+
+        def is_new_story(block: np.ndarray) -> np.ndarray:
+            return is_eligible(block) & ~np.isin(corpus.title_keys[block], list(shown_keys))
+
+        orders = []
+        code = corpus.section_codes_by_name.get(source["section"]) if source["section"] else None
+        if code is not None:
+            orders.append((corpus.recent_by_section[code], f"recent in section {source['section']}"))
+        orders.append((corpus.recent_order, "recent article"))
+        picked: list[Recommendation] = []
+        for order, label in orders:
+            pool = np.array(ranking.fallback_positions([order], max(20, 5 * need), is_new_story, taken),
+                            dtype=np.int64)
+            if not len(pool):
+                continue
+            vectors = self._index.vectors(pool)
+            similarity = vectors @ query
+            for i in np.argsort(-similarity, kind="stable"):
+                if len(picked) == need:
+                    return picked
+                key = int(corpus.title_keys[pool[i]])
+                if (key and key in shown_keys) or \
+                        float((shown_vectors @ vectors[i]).max()) >= settings.duplicate_similarity:
+                    continue
+                shown_vectors = np.vstack([shown_vectors, vectors[i]])
+                shown_keys.add(key)
+                picked.append(self._item(int(pool[i]), float(similarity[i]), float(similarity[i]),
+                                         source, by_article, label))
+        return picked
+
+    def _item(self, pos: int, score: float, similarity: float, source: dict, by_article: bool,
+              fallback: str | None) -> Recommendation:
+        corpus = self._corpus
+        published = corpus.published[pos]
+        if not np.isnan(source["published"]):
+            age, relative_to = source["published"] - published, "article"
+        else:
+            age, relative_to = datetime.now(timezone.utc).timestamp() - published, "now"
+        return Recommendation(
+            id=corpus.ids[pos], title=corpus.titles[pos], url=corpus.urls[pos],
+            published_at=None if np.isnan(published) else datetime.fromtimestamp(published, timezone.utc),
+            section=corpus.sections[pos], score=round(score, 4), similarity=round(similarity, 4),
+            reasons=ranking.reasons_for(
+                similarity=similarity, section=corpus.sections[pos], source_section=source["section"],
+                age_seconds=age, age_relative_to=relative_to, fallback=fallback),
+            fallback=fallback is not None)
+
+    # ------------------------------------------------------------ between rebuilds
+    def add(self, rows: Iterable[ArticleLike], *, embeddings: np.ndarray | None = None) -> int:
+        """Index new or changed articles now (in this process; the next build makes it
+        permanent). A known id is replaced. Returns how many were added."""
+        articles = parse_articles(rows)
+        if not articles:
+            return 0
+        if embeddings is not None:
+            vectors = normalise_rows(embeddings)
+            if len(vectors) != len(articles):
+                raise ConfigError(f"embeddings has {len(vectors)} rows for {len(articles)} articles")
+        else:
+            vectors = self.encoder.encode_articles(articles)
+        if vectors.shape[1] != self._index.dim:
+            raise ModelMismatchError(
+                f"new vectors have {vectors.shape[1]} dimensions, the index {self._index.dim}")
+        with self._lock:
+            self._index.add(vectors)
+            self._corpus.extend(articles)
+        return len(articles)
+
+    def remove(self, ids: Iterable[str]) -> int:
+        """Hide articles now (tombstones until the next build). Unknown ids are ignored.
+        Returns how many were removed."""
+        if isinstance(ids, str):
+            ids = [ids]
+        with self._lock:
+            positions = [self._corpus.positions[i] for i in ids if i in self._corpus.positions]
+            live = [p for p in positions if self._corpus.alive[p]]
+            self._corpus.alive[live] = False
+        return len(live)
+
+    def info(self) -> dict[str, Any]:
+        """What an operator asks first: where, which model, how many, how old."""
+        m = self.manifest
+        return {
+            "path": str(self.path) if self.path else None, "version": m.get("version"),
+            "created_at": m.get("created_at"), "model_id": m.get("model_id"),
+            "dimensions": m.get("dimensions"), "index_kind": m.get("index_kind"),
+            "articles": m.get("count"), "live_articles": len(self),
+            "sections": len(self._corpus.section_names),
+            "library_version": m.get("library_version"),
+        }
+
+
+def parse_articles(rows: Iterable[ArticleLike]) -> list[Article]:
+    """Rows -> Articles, refusing a bad row or a repeated id with the row number."""
+    if isinstance(rows, (str, bytes, Mapping)):
+        raise InvalidArticleError(
+            "rows must be an iterable of dicts or Articles (not a single row or a path); "
+            "to read a file use similar_articles.sources.read_rows(path)")
+    articles: list[Article] = []
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        article = Article.from_row(row, row_number=number)
+        if article.id in seen:
+            raise InvalidArticleError(
+                f"duplicate id (first seen at row {seen[article.id]}); ids must be unique",
+                row=number, field="id", article_id=article.id)
+        seen[article.id] = number
+        articles.append(article)
+    return articles
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ConfigError(f"k={k!r} is invalid: give the number of articles as an integer")
+    if k < 1:
+        raise ConfigError(f"k={k} is invalid: a box holds at least 1 article")
+    if k > MAX_K:
+        raise ConfigError(
+            f"k={k} is more than a box can show (at most {MAX_K}); for every article's "
+            "box at once use the `similar-articles export` command")
+    return int(k)
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ------------------------------------------------------------------ process-wide default
+_default: Recommender | None = None
+_default_lock = threading.Lock()
+INDEX_ENV = "SIMILAR_ARTICLES_INDEX"
+
+
+def default_recommender() -> Recommender:
+    """The process-wide Recommender, loaded once from $SIMILAR_ARTICLES_INDEX."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                path = os.environ.get(INDEX_ENV)
+                if not path:
+                    raise SimilarArticlesError(
+                        f"set {INDEX_ENV} to an index folder built with `similar-articles build`, "
+                        "or use Recommender.load(path).recommend(...)")
+                _default = Recommender.load(path)
+    return _default
+
+
+def recommend(article: str | ArticleLike, k: int = 2, **options: Any) -> list[Recommendation]:
+    """Fill a box from the process-wide index ($SIMILAR_ARTICLES_INDEX)."""
+    return default_recommender().recommend(article, k, **options)
