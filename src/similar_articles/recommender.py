@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +20,9 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
                      SimilarArticlesError, UnknownArticleError)
 from .index import FaissIndex, create_index
-from .snapshot import read_snapshot, write_snapshot
+from .snapshot import CURRENT, read_snapshot, resolve_snapshot_dir, write_snapshot
+
+log = logging.getLogger(__name__)
 
 MAX_K = 100
 CACHE_FILE = "embeddings.sqlite"
@@ -116,6 +120,23 @@ class _Corpus:
         return int(self.alive.sum())
 
 
+@dataclass
+class _Served:
+    """One loaded snapshot (plus adds and removals since): what a call reads.
+
+    A reload builds a new one and swaps it in whole, so a call never sees half of each.
+    """
+
+    index: FaissIndex
+    corpus: _Corpus
+    manifest: dict
+    path: Path | None
+    lock: threading.RLock = None  # guards FAISS and the columns against concurrent add()
+
+    def __post_init__(self) -> None:
+        self.lock = threading.RLock()
+
+
 class Recommender:
     """Fills "Similar articles" boxes from a FAISS index of article vectors.
 
@@ -123,15 +144,24 @@ class Recommender:
     :meth:`recommend` is safe to call from many threads.
     """
 
-    def __init__(self, *, index: FaissIndex, corpus: _Corpus, config: Config, manifest: dict,
-                 path: Path | None, encoder: Encoder | None = None):
-        self._index = index
-        self._corpus = corpus
+    def __init__(self, *, served: "_Served", config: Config, encoder: Encoder | None = None,
+                 root: Path | None = None, reload_interval: float | None = None):
+        self._served = served
         self.config = config
-        self.manifest = manifest
-        self.path = path
         self._encoder = encoder
-        self._lock = threading.RLock()  # guards FAISS and columns against concurrent add()
+        self._root = root
+        self.reload_interval = reload_interval
+        self._next_check = time.monotonic() + (reload_interval or 0)
+        self._reloading = threading.Lock()
+
+    @property
+    def manifest(self) -> dict:
+        return self._served.manifest
+
+    @property
+    def path(self) -> Path | None:
+        """The snapshot folder being served."""
+        return self._served.path
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -182,41 +212,66 @@ class Recommender:
             arrays={"published": corpus.published, "title_keys": corpus.title_keys},
             manifest=manifest, keep=keep)
         manifest = read_snapshot(folder, verify=False).manifest
-        return cls(index=index, corpus=corpus, config=config, manifest=manifest, path=folder,
-                   encoder=encoder)
+        return cls(served=_Served(index, corpus, manifest, folder), config=config, encoder=encoder,
+                   root=root if (root / CURRENT).exists() else None)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, config: Config | None = None,
-             encoder: Encoder | None = None, verify: bool = True) -> "Recommender":
+             encoder: Encoder | None = None, verify: bool = True,
+             reload_interval: float | None = 5.0) -> "Recommender":
         """Open the snapshot that ``path`` serves (an index root or a snapshot folder).
 
         config: ranking settings to use instead of the saved ones; its encoder must
             match the one the index was built with (else ModelMismatchError).
         verify: check every file against the manifest's checksums (about 1 s per GB).
+        reload_interval: seconds between checks for a newer published snapshot (an
+            index root only); the new one loads in a background thread while calls
+            keep being served from the old. None turns hot reload off.
         """
+        root = Path(path)
         snapshot = read_snapshot(path, verify=verify)
-        manifest = snapshot.manifest
-        saved = Config.from_dict(manifest.get("config") or {})
-        config = config or saved
+        config = config or Config.from_dict(snapshot.manifest.get("config") or {})
         encoder = encoder or SentenceTransformerEncoder(config.encoder)
-        if encoder.model_id != manifest.get("model_id"):
-            raise ModelMismatchError(
-                f"{snapshot.path} was built with model {manifest.get('model_id')!r} but "
-                f"{encoder.model_id!r} is configured; rebuild the index with this model or "
-                "load it without overriding the encoder")
-        columns = snapshot.metadata
-        missing = [name for name in _Corpus.COLUMNS if name not in columns]
-        if missing:
-            raise IndexCorruptedError(f"{snapshot.path}: metadata lacks {missing}; rebuild the index")
-        index = FaissIndex.load(snapshot.index_path, manifest["index_kind"], config.index)
-        count = manifest.get("count")
-        if not (len(index) == len(columns["ids"]) == count):
-            raise IndexCorruptedError(
-                f"{snapshot.path}: the manifest counts {count} articles, the index holds "
-                f"{len(index)} and the metadata {len(columns['ids'])}; rebuild the index")
-        corpus = _Corpus(columns, snapshot.arrays["published"], snapshot.arrays["title_keys"])
-        return cls(index=index, corpus=corpus, config=config, manifest=manifest,
-                   path=snapshot.path, encoder=encoder)
+        served = _served_from(snapshot, config, encoder)
+        watch = root if (root / CURRENT).exists() else None
+        return cls(served=served, config=config, encoder=encoder, root=watch,
+                   reload_interval=reload_interval)
+
+    def reload(self) -> bool:
+        """Serve the snapshot that the index root now points to, if it is another one.
+
+        Adds and removals made in this process since the last load are dropped: the
+        new snapshot is the source of truth. Returns whether a new snapshot was loaded.
+        """
+        if self._root is None:
+            return False
+        folder = resolve_snapshot_dir(self._root)
+        if self._served.path is not None and folder == self._served.path.resolve():
+            return False
+        served = _served_from(read_snapshot(folder), self.config, self.encoder)
+        self._served = served  # one reference swap: calls in flight keep the old one
+        log.info("similar-articles: now serving %s", folder)
+        return True
+
+    def _served_now(self) -> _Served:
+        """The snapshot to serve this call; at most every reload_interval seconds,
+        start a background reload if a newer snapshot was published."""
+        if self.reload_interval is not None and self._root is not None:
+            now = time.monotonic()
+            if now >= self._next_check:
+                self._next_check = now + self.reload_interval
+                if self._reloading.acquire(blocking=False):
+                    threading.Thread(target=self._reload_quietly, daemon=True,
+                                     name="similar-articles-reload").start()
+        return self._served
+
+    def _reload_quietly(self) -> None:
+        try:
+            self.reload()
+        except Exception:  # keep serving the old snapshot; the next check tries again
+            log.exception("similar-articles: reload from %s failed", self._root)
+        finally:
+            self._reloading.release()
 
     # ---------------------------------------------------------------- serving
     @property
@@ -226,11 +281,12 @@ class Recommender:
         return self._encoder
 
     def __len__(self) -> int:
-        return self._corpus.live_count()
+        return self._served.corpus.live_count()
 
     def __contains__(self, article_id: object) -> bool:
-        pos = self._corpus.positions.get(article_id)  # type: ignore[arg-type]
-        return pos is not None and bool(self._corpus.alive[pos])
+        corpus = self._served.corpus
+        pos = corpus.positions.get(article_id)  # type: ignore[arg-type]
+        return pos is not None and bool(corpus.alive[pos])
 
     def recommend(self, article: str | ArticleLike, k: int = 2, *, now: datetime | None = None,
                   exclude_ids: Iterable[str] = (), sections: Iterable[str] | None = None,
@@ -245,36 +301,37 @@ class Recommender:
         """
         k = _check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
-        query, source = self._query(article)
-        with self._lock:
-            return self._box(query, source, k, settings, now, exclude_ids, sections)
+        served = self._served_now()
+        query, source = self._query(served, article)
+        with served.lock:
+            return self._box(served, query, source, k, settings, now, exclude_ids, sections)
 
-    def _query(self, article: str | ArticleLike) -> tuple[np.ndarray, dict]:
-        corpus = self._corpus
+    def _query(self, served: "_Served", article: str | ArticleLike) -> tuple[np.ndarray, dict]:
+        corpus = served.corpus
         if isinstance(article, str):
             pos = corpus.positions.get(article)
             if pos is None or not corpus.alive[pos]:
                 raise UnknownArticleError(
                     f"article id {article!r} is not in the index; pass the article itself "
                     "(a dict with title and body) to get a box for an unseen article")
-            with self._lock:
-                vector = self._index.vectors(np.array([pos]))[0]
+            with served.lock:
+                vector = served.index.vectors(np.array([pos]))[0]
             return vector, {"id": article, "position": pos, "published": corpus.published[pos],
                             "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos])}
         parsed = Article.from_row(article)
         vector = self.encoder.encode_articles([parsed])[0]
-        if vector.shape[0] != self._index.dim:
+        if vector.shape[0] != served.index.dim:
             raise ModelMismatchError(
                 f"the encoder makes {vector.shape[0]}-dimensional vectors but the index holds "
-                f"{self._index.dim}-dimensional ones; load the index with the model it was built with")
+                f"{served.index.dim}-dimensional ones; load the index with the model it was built with")
         published = parsed.published_at.timestamp() if parsed.published_at else np.nan
         return vector, {"id": parsed.id, "position": corpus.positions.get(parsed.id),
                         "published": published, "section": parsed.section,
                         "title_key": ranking.title_key(parsed.title)}
 
-    def _box(self, query: np.ndarray, source: dict, k: int, settings, now: datetime | None,
+    def _box(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings, now: datetime | None,
              exclude_ids: Iterable[str], sections: Iterable[str] | None) -> list[Recommendation]:
-        corpus = self._corpus
+        corpus = served.corpus
         now_ts = (now or datetime.now(timezone.utc)).timestamp()
         by_article = settings.recency_reference == "article" and not np.isnan(source["published"])
         reference = source["published"] if by_article else now_ts
@@ -295,11 +352,11 @@ class Recommender:
         # Fetch neighbours; widen while filters leave too few related ones.
         fetch = max(settings.candidates, 4 * k)
         while True:
-            sims, positions = self._index.search(query, fetch)
+            sims, positions = served.index.search(query, fetch)
             keep = positions >= 0
             sims, positions = sims[keep], positions[keep]
             ok = is_eligible(positions) & (sims >= settings.min_similarity)
-            exhausted = fetch >= len(self._index) or (len(sims) and sims[-1] < settings.min_similarity)
+            exhausted = fetch >= len(served.index) or (len(sims) and sims[-1] < settings.min_similarity)
             if ok.sum() >= min(settings.candidates, 4 * k) or exhausted or fetch >= 4096:
                 break
             fetch *= 4
@@ -307,25 +364,25 @@ class Recommender:
         age_days = (reference - corpus.published[positions]) / ranking.SECONDS_PER_DAY
         scores = ranking.freshness_scores(
             sims, age_days, margin=settings.freshness_margin, half_life_days=settings.half_life_days)
-        vectors = self._index.vectors(positions) if len(positions) else np.zeros((0, self._index.dim), np.float32)
+        vectors = served.index.vectors(positions) if len(positions) else np.zeros((0, served.index.dim), np.float32)
         chosen, _ = ranking.select_box(
             scores, vectors, k, mmr_lambda=settings.mmr_lambda,
             duplicate_similarity=settings.duplicate_similarity,
             title_keys=corpus.title_keys[positions], query_vector=query,
             query_title_key=source["title_key"])
-        box = [self._item(int(positions[i]), float(scores[i]), float(sims[i]), source, by_article, None)
+        box = [self._item(served, int(positions[i]), float(scores[i]), float(sims[i]), source, by_article, None)
                for i in chosen]
         if len(box) < k and settings.fallback:
-            box += self._fallback(query, source, k - len(box), chosen_positions=positions[chosen],
+            box += self._fallback(served, query, source, k - len(box), chosen_positions=positions[chosen],
                                   is_eligible=is_eligible, settings=settings, by_article=by_article)
         return box
 
-    def _fallback(self, query, source, need, *, chosen_positions, is_eligible, settings, by_article):
+    def _fallback(self, served: "_Served", query, source, need, *, chosen_positions, is_eligible, settings, by_article):
         """Recent articles of the source's section, then recent overall, never a copy of
         the source or of an item already in the box. Among the most recent few, the
         more similar come first: a fallback should still be as related as it can."""
-        corpus = self._corpus
-        shown_vectors = np.vstack([query, self._index.vectors(chosen_positions)]) \
+        corpus = served.corpus
+        shown_vectors = np.vstack([query, served.index.vectors(chosen_positions)]) \
             if len(chosen_positions) else query[None, :]
         shown_keys = ({source["title_key"]} | set(corpus.title_keys[chosen_positions].tolist())) - {0}
         taken = {int(p) for p in chosen_positions}
@@ -344,7 +401,7 @@ class Recommender:
                             dtype=np.int64)
             if not len(pool):
                 continue
-            vectors = self._index.vectors(pool)
+            vectors = served.index.vectors(pool)
             similarity = vectors @ query
             for i in np.argsort(-similarity, kind="stable"):
                 if len(picked) == need:
@@ -355,13 +412,13 @@ class Recommender:
                     continue
                 shown_vectors = np.vstack([shown_vectors, vectors[i]])
                 shown_keys.add(key)
-                picked.append(self._item(int(pool[i]), float(similarity[i]), float(similarity[i]),
+                picked.append(self._item(served, int(pool[i]), float(similarity[i]), float(similarity[i]),
                                          source, by_article, label))
         return picked
 
-    def _item(self, pos: int, score: float, similarity: float, source: dict, by_article: bool,
+    def _item(self, served: "_Served", pos: int, score: float, similarity: float, source: dict, by_article: bool,
               fallback: str | None) -> Recommendation:
-        corpus = self._corpus
+        corpus = served.corpus
         published = corpus.published[pos]
         if not np.isnan(source["published"]):
             age, relative_to = source["published"] - published, "article"
@@ -389,12 +446,13 @@ class Recommender:
                 raise ConfigError(f"embeddings has {len(vectors)} rows for {len(articles)} articles")
         else:
             vectors = self.encoder.encode_articles(articles)
-        if vectors.shape[1] != self._index.dim:
+        if vectors.shape[1] != self._served.index.dim:
             raise ModelMismatchError(
-                f"new vectors have {vectors.shape[1]} dimensions, the index {self._index.dim}")
-        with self._lock:
-            self._index.add(vectors)
-            self._corpus.extend(articles)
+                f"new vectors have {vectors.shape[1]} dimensions, the index {self._served.index.dim}")
+        served = self._served
+        with served.lock:
+            served.index.add(vectors)
+            served.corpus.extend(articles)
         return len(articles)
 
     def remove(self, ids: Iterable[str]) -> int:
@@ -402,10 +460,11 @@ class Recommender:
         Returns how many were removed."""
         if isinstance(ids, str):
             ids = [ids]
-        with self._lock:
-            positions = [self._corpus.positions[i] for i in ids if i in self._corpus.positions]
-            live = [p for p in positions if self._corpus.alive[p]]
-            self._corpus.alive[live] = False
+        served = self._served
+        with served.lock:
+            positions = [served.corpus.positions[i] for i in ids if i in served.corpus.positions]
+            live = [p for p in positions if served.corpus.alive[p]]
+            served.corpus.alive[live] = False
         return len(live)
 
     def info(self) -> dict[str, Any]:
@@ -416,9 +475,31 @@ class Recommender:
             "created_at": m.get("created_at"), "model_id": m.get("model_id"),
             "dimensions": m.get("dimensions"), "index_kind": m.get("index_kind"),
             "articles": m.get("count"), "live_articles": len(self),
-            "sections": len(self._corpus.section_names),
+            "sections": len(self._served.corpus.section_names),
             "library_version": m.get("library_version"),
         }
+
+
+def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
+    """Check a snapshot against the configured model and open its index and columns."""
+    manifest = snapshot.manifest
+    if encoder.model_id != manifest.get("model_id"):
+        raise ModelMismatchError(
+            f"{snapshot.path} was built with model {manifest.get('model_id')!r} but "
+            f"{encoder.model_id!r} is configured; rebuild the index with this model or "
+            "load it without overriding the encoder")
+    columns = snapshot.metadata
+    missing = [name for name in _Corpus.COLUMNS if name not in columns]
+    if missing:
+        raise IndexCorruptedError(f"{snapshot.path}: metadata lacks {missing}; rebuild the index")
+    index = FaissIndex.load(snapshot.index_path, manifest["index_kind"], config.index)
+    count = manifest.get("count")
+    if not (len(index) == len(columns["ids"]) == count):
+        raise IndexCorruptedError(
+            f"{snapshot.path}: the manifest counts {count} articles, the index holds "
+            f"{len(index)} and the metadata {len(columns['ids'])}; rebuild the index")
+    corpus = _Corpus(columns, snapshot.arrays["published"], snapshot.arrays["title_keys"])
+    return _Served(index, corpus, manifest, snapshot.path)
 
 
 def parse_articles(rows: Iterable[ArticleLike]) -> list[Article]:

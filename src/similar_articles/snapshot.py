@@ -63,6 +63,7 @@ def write_snapshot(root: str | os.PathLike, *, write_index: Callable[[Path], Non
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=root / SNAPSHOTS))
     try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; web servers may run as another user
         write_index(staging / INDEX_FILE)
         _write_json(staging / METADATA_FILE, metadata)
         for name, array in arrays.items():
