@@ -153,7 +153,7 @@ def normalise_text(text: str, *, limit: int = MAX_BODY_CHARS) -> str:
         return ""
     if _LOOKS_LIKE_HTML.search(text):
         text = _SCRIPT_RE.sub(" ", text)
-        text = _BLOCK_TAG_RE.sub("\n", text)
+        text = _BLOCK_TAG_RE.sub("\n\n", text)  # paragraph ends stay paragraph breaks
         text = _TAG_RE.sub(" ", text)
     text = html.unescape(text)
     text = unicodedata.normalize("NFC", text)
