@@ -370,14 +370,14 @@ class Recommender:
             duplicate_similarity=settings.duplicate_similarity,
             title_keys=corpus.title_keys[positions], query_vector=query,
             query_title_key=source["title_key"])
-        box = [self._item(served, int(positions[i]), float(scores[i]), float(sims[i]), source, by_article, None)
+        box = [self._item(served, int(positions[i]), float(scores[i]), float(sims[i]), source, now_ts, None)
                for i in chosen]
         if len(box) < k and settings.fallback:
             box += self._fallback(served, query, source, k - len(box), chosen_positions=positions[chosen],
-                                  is_eligible=is_eligible, settings=settings, by_article=by_article)
+                                  is_eligible=is_eligible, settings=settings, now_ts=now_ts)
         return box
 
-    def _fallback(self, served: "_Served", query, source, need, *, chosen_positions, is_eligible, settings, by_article):
+    def _fallback(self, served: "_Served", query, source, need, *, chosen_positions, is_eligible, settings, now_ts):
         """Recent articles of the source's section, then recent overall, never a copy of
         the source or of an item already in the box. Among the most recent few, the
         more similar come first: a fallback should still be as related as it can."""
@@ -413,17 +413,17 @@ class Recommender:
                 shown_vectors = np.vstack([shown_vectors, vectors[i]])
                 shown_keys.add(key)
                 picked.append(self._item(served, int(pool[i]), float(similarity[i]), float(similarity[i]),
-                                         source, by_article, label))
+                                         source, now_ts, label))
         return picked
 
-    def _item(self, served: "_Served", pos: int, score: float, similarity: float, source: dict, by_article: bool,
+    def _item(self, served: "_Served", pos: int, score: float, similarity: float, source: dict, now_ts: float,
               fallback: str | None) -> Recommendation:
         corpus = served.corpus
         published = corpus.published[pos]
         if not np.isnan(source["published"]):
             age, relative_to = source["published"] - published, "article"
         else:
-            age, relative_to = datetime.now(timezone.utc).timestamp() - published, "now"
+            age, relative_to = now_ts - published, "now"
         return Recommendation(
             id=corpus.ids[pos], title=corpus.titles[pos], url=corpus.urls[pos],
             published_at=None if np.isnan(published) else datetime.fromtimestamp(published, timezone.utc),
