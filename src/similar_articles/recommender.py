@@ -167,13 +167,16 @@ class Recommender:
     @classmethod
     def build(cls, rows: Iterable[ArticleLike], path: str | os.PathLike, *,
               embeddings: np.ndarray | None = None, config: Config | None = None,
-              encoder: Encoder | None = None, cache: bool = True, progress: bool = False,
+              encoder: Encoder | None = None, cache: bool | str | os.PathLike = True,
+              progress: bool = False,
               keep: int = 3) -> "Recommender":
         """Index ``rows`` (dicts or Articles) and publish the snapshot under ``path``.
 
         embeddings: one vector per row, same order, made elsewhere with the configured
             model; nothing is encoded then. Otherwise the model encodes every article
-            the embedding cache (``path/embeddings.sqlite``) does not already hold.
+            the embedding cache does not already hold.
+        cache: True keeps the cache in ``path/embeddings.sqlite``; a file path shares one
+            cache between indexes; False encodes everything.
         keep: snapshots kept on disk for rollback.
         Raises InvalidArticleError for the first bad row (the CLI skips bad rows instead).
         """
@@ -191,7 +194,8 @@ class Recommender:
                     "articles; give one row per article, in the same order")
             encoded = 0
         else:
-            store = EmbeddingCache(root / CACHE_FILE) if cache else None
+            store = None if cache is False else \
+                EmbeddingCache(root / CACHE_FILE if cache is True else Path(cache))
             try:
                 vectors, encoded = embed_articles(articles, encoder, cache=store, progress=progress)
             finally:
