@@ -141,7 +141,8 @@ def _demo(args: argparse.Namespace) -> int:
     index = args.index or data_dir() / f"demo-index-{args.subset}"
     print(f"Building the index in {index} (encodes only articles not cached from an earlier run) ...")
     started = time.perf_counter()
-    rec = Recommender.build(corpus.rows, index, progress=True)
+    # One cache for the demo, notebooks and benchmarks: each article is encoded once.
+    rec = Recommender.build(corpus.rows, index, progress=True, cache=data_dir() / "embeddings.sqlite")
     print(f"Built in {time.perf_counter() - started:.1f} s: {rec.info()['articles']} articles, "
           f"{rec.manifest['encoded']} encoded now.\n")
     for row in _demo_sources(corpus.rows, args.show):
