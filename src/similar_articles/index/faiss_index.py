@@ -1,9 +1,15 @@
-"""FAISS implementations of the vector index: exact (flat) and HNSW, chosen by size."""
+"""FAISS implementations of the vector index, chosen by size and store.
+
+Kinds (the manifest records one): ``flat`` (exact), ``hnsw`` (graph, approximate),
+``ivf`` (inverted lists, approximate, cheapest build), each with float32 rows or, with
+``store="sq8"``, rows quantised to 8 bits per dimension (``flat-sq8``, ``hnsw-sq8``,
+``ivf-sq8``): a quarter of the memory for a cosine error of about 0.002.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -14,40 +20,79 @@ from ..errors import ConfigError, IndexCorruptedError
 
 _CORES = os.cpu_count() or 1
 
+BASE_KINDS = ("flat", "hnsw", "ivf")
+KINDS = BASE_KINDS + tuple(f"{k}-sq8" for k in BASE_KINDS)
 
-@contextmanager
-def _faiss_threads(n: int):
-    """One query is fastest on one thread (OpenMP start-up costs more than it saves);
-    bulk adds and batch searches want every core."""
-    before = faiss.omp_get_max_threads()
-    if before != n:
-        faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        if before != n:
-            faiss.omp_set_num_threads(before)
+
+def _single_thread() -> None:
+    """One query is fastest on one thread: OpenMP start-up costs more than it saves
+    (two threads measured 3x slower), and switching the pool size on every call costs
+    too. So single queries leave FAISS on one thread; bulk work borrows every core."""
+    if faiss.omp_get_max_threads() != 1:
+        faiss.omp_set_num_threads(1)
+
+
+class _AllCores:
+    def __enter__(self):
+        faiss.omp_set_num_threads(_CORES)
+
+    def __exit__(self, *exc):
+        faiss.omp_set_num_threads(1)
+
+
+def ivf_lists(n_vectors: int, config: IndexConfig) -> int:
+    """Inverted lists for ``n_vectors``: the config's, else about 4 * sqrt(n), and never
+    so many that a list gets fewer than 39 training vectors (FAISS's minimum)."""
+    wanted = config.ivf_nlist or int(4 * math.sqrt(max(n_vectors, 1)))
+    return max(1, min(wanted, n_vectors // 39))
 
 
 class FaissIndex:
     """A FAISS index over unit vectors with inner product (= cosine)."""
 
-    def __init__(self, index: faiss.Index, kind: str):
-        self._index = index
+    def __init__(self, index: faiss.Index | None, kind: str, dim: int, config: IndexConfig):
+        self._index = index  # None until the first add() for kinds that train (IVF, SQ8)
         self.kind = kind
-        self.dim = index.d
+        self.dim = dim
+        self._config = config
+        self._rows: np.ndarray | None = None  # zero-copy view of float rows, if stored so
+        self._rows_n = -1
 
+    # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, kind: str, dim: int, config: IndexConfig) -> "FaissIndex":
+        if kind not in KINDS:
+            raise ConfigError(f"index kind {kind!r} is unknown; use one of {KINDS}")
+        index = None
         if kind == "flat":
             index = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = config.ef_construction
-            index.hnsw.efSearch = config.ef_search
+            _tune_hnsw(index, config)
+        return cls(index, kind, dim, config)
+
+    def _create_trained(self, sample: np.ndarray) -> faiss.Index:
+        """IVF and 8-bit kinds learn from the first batch of vectors they are given."""
+        dim, config = self.dim, self._config
+        sq8 = self.kind.endswith("-sq8")
+        base = self.kind.split("-")[0]
+        qtype = faiss.ScalarQuantizer.QT_8bit
+        if base == "flat":
+            index = faiss.IndexScalarQuantizer(dim, qtype, faiss.METRIC_INNER_PRODUCT)
+        elif base == "hnsw":
+            index = faiss.IndexHNSWSQ(dim, qtype, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            _tune_hnsw(index, config)
         else:
-            raise ConfigError(f"index kind {kind!r} is unknown; use 'flat' or 'hnsw'")
-        return cls(index, kind)
+            nlist = ivf_lists(len(sample), config)
+            quantizer = faiss.IndexFlatIP(dim)
+            index = (faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, qtype, faiss.METRIC_INNER_PRODUCT)
+                     if sq8 else faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT))
+            index.nprobe = config.ivf_nprobe
+        with _AllCores():
+            index.train(sample)
+        if base == "ivf":
+            index.make_direct_map()  # positions -> rows, for vectors()
+        return index
 
     @classmethod
     def load(cls, path: Path, kind: str, config: IndexConfig) -> "FaissIndex":
@@ -55,31 +100,80 @@ class FaissIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise IndexCorruptedError(f"{path}: FAISS could not read the index ({exc}); rebuild it") from None
-        if kind == "hnsw":
+        base = kind.split("-")[0]
+        if base == "hnsw":
             faiss.downcast_index(index).hnsw.efSearch = config.ef_search
-        return cls(index, kind)
+        elif base == "ivf":
+            # read_index already returns the IVF class; a downcast_index() wrapper would
+            # not own the object, which would be freed with the original wrapper.
+            faiss.extract_index_ivf(index).nprobe = config.ivf_nprobe
+            index.make_direct_map()
+        return cls(index, kind, index.d, config)
 
+    # ------------------------------------------------------------------ contract
     def __len__(self) -> int:
-        return self._index.ntotal
+        return 0 if self._index is None else self._index.ntotal
 
     def add(self, vectors: np.ndarray) -> None:
-        with _faiss_threads(_CORES):
-            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not len(vectors):
+            return
+        if self._index is None:
+            self._index = self._create_trained(vectors)
+        with _AllCores():
+            self._index.add(vectors)
 
     def search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        with _faiss_threads(1):
-            sims, positions = self._index.search(query.reshape(1, -1), min(n, len(self)))
+        if self._index is None:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        _single_thread()
+        sims, positions = self._index.search(query.reshape(1, -1), min(n, self._index.ntotal))
         return sims[0], positions[0]
 
     def search_many(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        with _faiss_threads(_CORES):
-            return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), min(n, len(self)))
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._index is None:
+            return (np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64))
+        with _AllCores():
+            return self._index.search(queries, min(n, self._index.ntotal))
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
-        return self._index.reconstruct_batch(np.asarray(positions, dtype=np.int64))
+        """Rows at ``positions``. Float stores are read through a view of FAISS's own
+        buffer (no copy of the matrix, no SWIG call per row); 8-bit and IVF stores decode."""
+        positions = np.asarray(positions, dtype=np.int64)
+        rows = self._float_rows()
+        if rows is not None:
+            return rows[positions]
+        if self._index is None or not len(positions):
+            return np.zeros((len(positions), self.dim), np.float32)
+        return self._index.reconstruct_batch(positions)
+
+    def _float_rows(self) -> np.ndarray | None:
+        if self._index is None or self.kind not in ("flat", "hnsw"):
+            return None
+        n = self._index.ntotal
+        if self._rows_n != n:  # an add() may have moved FAISS's buffer
+            flat = self._index if self.kind == "flat" else faiss.downcast_index(self._index.storage)
+            self._rows = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim) \
+                if n else np.zeros((0, self.dim), np.float32)
+            self._rows_n = n
+        return self._rows
 
     def save(self, path: Path) -> None:
+        if self._index is None:
+            raise ConfigError("cannot save an empty index: add vectors first")
         faiss.write_index(self._index, str(path))
+
+    def memory_bytes(self) -> int:
+        """Bytes FAISS holds for the vectors and the search structure (not metadata)."""
+        if self._index is None:
+            return 0
+        return int(faiss.serialize_index(self._index).nbytes)
+
+
+def _tune_hnsw(index, config: IndexConfig) -> None:
+    index.hnsw.efConstruction = config.ef_construction
+    index.hnsw.efSearch = config.ef_search
 
 
 def create_index(dim: int, n_articles: int, config: IndexConfig) -> FaissIndex:

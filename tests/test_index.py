@@ -1,0 +1,114 @@
+"""One contract for every index kind: exact and approximate, float and 8-bit stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from similar_articles.config import IndexConfig
+from similar_articles.errors import ConfigError, IndexCorruptedError
+from similar_articles.index import KINDS, FaissIndex, create_index
+
+DIM = 32
+
+
+def _unit(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    return _unit(2000, 0)
+
+
+@pytest.fixture(params=KINDS)
+def built(request, data) -> FaissIndex:
+    index = FaissIndex.create(request.param, DIM, IndexConfig(ivf_nprobe=64))
+    index.add(data[:1500])
+    index.add(data[1500:])  # a second add appends after training on the first
+    return index
+
+
+def test_len_dim_and_kind(built, data):
+    assert len(built) == len(data) and built.dim == DIM and built.kind in KINDS
+
+
+def test_search_finds_each_row_first(built, data):
+    for pos in (0, 777, 1999):
+        sims, positions = built.search(data[pos], 5)
+        assert positions[0] == pos
+        assert sims[0] == pytest.approx(1.0, abs=0.02)
+        assert np.all(np.diff(sims) <= 1e-6)  # best first
+
+
+def test_search_matches_exact_neighbours(built, data):
+    queries = data[:50]
+    exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+    _, found = built.search_many(queries, 10)
+    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
+    assert recall >= 0.9
+
+
+def test_search_caps_n_at_size(data):
+    index = FaissIndex.create("flat", DIM, IndexConfig())
+    index.add(data[:3])
+    sims, positions = index.search(data[0], 10)
+    assert len(positions) == 3
+
+
+def test_vectors_are_the_stored_rows(built, data):
+    positions = np.array([5, 1999, 0, 5])
+    rows = built.vectors(positions)
+    assert rows.shape == (4, DIM)
+    atol = 0.02 if built.kind.endswith("sq8") else 1e-6
+    np.testing.assert_allclose(rows, data[positions], atol=atol)
+
+
+def test_vectors_follow_adds(data):
+    index = FaissIndex.create("hnsw", DIM, IndexConfig())
+    index.add(data[:10])
+    index.vectors(np.array([0]))  # caches a view of the buffer
+    index.add(data[10:2000])  # the buffer moves
+    np.testing.assert_allclose(index.vectors(np.array([1999, 3])), data[[1999, 3]])
+
+
+def test_save_load_round_trip(built, data, tmp_path):
+    path = tmp_path / "index.faiss"
+    built.save(path)
+    loaded = FaissIndex.load(path, built.kind, IndexConfig(ivf_nprobe=64))
+    assert len(loaded) == len(built) and loaded.kind == built.kind
+    a = built.search(data[42], 5)
+    b = loaded.search(data[42], 5)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(loaded.vectors(np.array([7])), built.vectors(np.array([7])))
+
+
+def test_corrupted_file_is_refused(tmp_path):
+    path = tmp_path / "index.faiss"
+    path.write_bytes(b"not an index")
+    with pytest.raises(IndexCorruptedError, match="rebuild"):
+        FaissIndex.load(path, "flat", IndexConfig())
+
+
+def test_auto_kind_by_size_and_store():
+    config = IndexConfig(hnsw_threshold=100)
+    assert config.resolve_kind(99) == "flat"
+    assert config.resolve_kind(100) == "hnsw"
+    assert IndexConfig(store="sq8", hnsw_threshold=100).resolve_kind(1000) == "hnsw-sq8"
+    assert IndexConfig(kind="ivf").resolve_kind(10) == "ivf"
+    assert create_index(DIM, 5, IndexConfig()).kind == "flat"
+
+
+def test_bad_settings_say_what_to_use():
+    with pytest.raises(ConfigError, match="store"):
+        IndexConfig(store="int4")
+    with pytest.raises(ConfigError, match="kind"):
+        FaissIndex.create("annoy", DIM, IndexConfig())
+
+
+def test_ivf_on_few_vectors_still_works(data):
+    index = FaissIndex.create("ivf", DIM, IndexConfig())
+    index.add(data[:20])  # fewer than one list's worth of training vectors
+    assert index.search(data[3], 1)[1][0] == 3
