@@ -10,6 +10,7 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def _check(condition: bool, name: str, value: Any, expected: str) -> None:
@@ -28,6 +29,12 @@ class EncoderConfig:
         averages them (about 3x the encoding time on news-length articles).
     max_seq_length: word pieces per pass; the model was trained with 256.
     batch_size: articles per forward pass; larger is faster until memory runs out.
+    backend: "torch" runs the sentence-transformers model; "onnx" runs an ONNX export of
+        it with onnxruntime (same vectors to 1e-6); "onnx-int8" runs a dynamically
+        quantised int8 export (faster; cosine to torch vectors about 0.99). The ONNX
+        files are exported once, offline, from the local model (needs the ``onnx``
+        extra: pip install "similar-articles[onnx]").
+    onnx_dir: folder for the ONNX exports (default: ``onnx/`` under the data cache).
     """
 
     model: str = DEFAULT_MODEL
@@ -35,6 +42,8 @@ class EncoderConfig:
     max_seq_length: int = 256
     max_chunks: int = 4
     batch_size: int = 32
+    backend: str = "torch"
+    onnx_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, str) and bool(self.model.strip()), "model", self.model,
@@ -46,9 +55,13 @@ class EncoderConfig:
                "max_chunks", self.max_chunks, "an integer in [1, 64]")
         _check(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096,
                "batch_size", self.batch_size, "an integer in [1, 4096]")
+        _check(self.backend in ENCODER_BACKENDS, "backend", self.backend, f"one of {ENCODER_BACKENDS}")
+        _check(self.onnx_dir is None or (isinstance(self.onnx_dir, str) and bool(self.onnx_dir)),
+               "onnx_dir", self.onnx_dir, "a folder path or None")
 
 
-INDEX_KINDS = ("auto", "flat", "hnsw")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+INDEX_STORES = ("float", "sq8")
 
 
 @dataclass(frozen=True)
@@ -56,29 +69,44 @@ class IndexConfig:
     """Which FAISS index stores the vectors.
 
     kind: "flat" is exact (search time grows with the corpus: ~10 ms at 100k on 2 cores);
-        "hnsw" is approximate (~0.1-1 ms at any size, ~260 extra bytes per article);
-        "auto" picks flat below ``hnsw_threshold`` articles and hnsw from there on.
+        "hnsw" is approximate (well under 1 ms at 1M, ~130 extra bytes per article at
+        hnsw_m=16); "ivf" is approximate with the cheapest build and no graph memory,
+        but slower queries than hnsw at equal recall; "auto" picks flat below
+        ``hnsw_threshold`` articles and hnsw from there on.
+    store: "float" keeps 4 bytes per dimension (1.5 KB per article at 384 dims); "sq8"
+        keeps 1 byte (384 B), costing about 0.002 of cosine per pair and some recall.
     hnsw_m: graph links per vector; more is better recall, more memory and slower builds.
     ef_construction / ef_search: HNSW beam widths at build and query time; larger is
         better recall and slower.
+    ivf_nlist: inverted lists for "ivf" (None: about 4 * sqrt(articles)).
+    ivf_nprobe: lists an "ivf" query scans; more is better recall and slower.
     """
 
     kind: str = "auto"
     hnsw_threshold: int = 20_000
-    hnsw_m: int = 32
+    hnsw_m: int = 16
     ef_construction: int = 80
     ef_search: int = 96
+    store: str = "float"
+    ivf_nlist: int | None = None
+    ivf_nprobe: int = 24
 
     def __post_init__(self) -> None:
         _check(self.kind in INDEX_KINDS, "kind", self.kind, f"one of {INDEX_KINDS}")
-        for name in ("hnsw_threshold", "hnsw_m", "ef_construction", "ef_search"):
+        _check(self.store in INDEX_STORES, "store", self.store, f"one of {INDEX_STORES}")
+        for name in ("hnsw_threshold", "hnsw_m", "ef_construction", "ef_search", "ivf_nprobe"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        _check(self.ivf_nlist is None or (isinstance(self.ivf_nlist, int) and self.ivf_nlist >= 1),
+               "ivf_nlist", self.ivf_nlist, "a positive integer or None")
 
     def resolve_kind(self, n_articles: int) -> str:
-        if self.kind != "auto":
-            return self.kind
-        return "hnsw" if n_articles >= self.hnsw_threshold else "flat"
+        """The FAISS kind for ``n_articles``: "flat", "hnsw" or "ivf", plus "-sq8" for
+        the 8-bit store."""
+        kind = self.kind
+        if kind == "auto":
+            kind = "hnsw" if n_articles >= self.hnsw_threshold else "flat"
+        return kind if self.store == "float" else f"{kind}-sq8"
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,11 @@ class RankingConfig:
         behind near-duplicates at a small cost per call.
     min_similarity: cosine below which an article is not "related"; such slots are
         filled by the fallback instead, marked as such.
+    lexical_weight: share of term overlap (top TF-IDF terms) in relevance, the rest
+        being embedding cosine; 0 ranks by embeddings alone. Costs ~0.05 ms a call.
+    neighbours / neighbour_weight: relevance also counts how close a candidate is to
+        the source's ``neighbours`` best candidates (their consensus on what the story
+        is about), with this weight; 0 turns it off.
     freshness_margin: the most similarity a fresh article can be worth. Freshness only
         reorders articles whose similarities lie within this margin, so a clearly less
         relevant article never outranks a clearly more relevant one because it is newer.
@@ -104,6 +137,9 @@ class RankingConfig:
 
     candidates: int = 50
     min_similarity: float = 0.25
+    lexical_weight: float = 0.5
+    neighbours: int = 10
+    neighbour_weight: float = 0.5
     freshness_margin: float = 0.03
     half_life_days: float | None = 30.0
     recency_reference: str = "now"
@@ -117,6 +153,12 @@ class RankingConfig:
                "candidates", self.candidates, "an integer in [1, 10000]")
         _check(_is_number(self.min_similarity) and -1 <= self.min_similarity <= 1,
                "min_similarity", self.min_similarity, "a number in [-1, 1]")
+        _check(_is_number(self.lexical_weight) and 0 <= self.lexical_weight <= 1,
+               "lexical_weight", self.lexical_weight, "a number in [0, 1]")
+        _check(isinstance(self.neighbours, int) and not isinstance(self.neighbours, bool)
+               and 0 <= self.neighbours <= 1000, "neighbours", self.neighbours, "an integer in [0, 1000]")
+        _check(_is_number(self.neighbour_weight) and 0 <= self.neighbour_weight <= 1,
+               "neighbour_weight", self.neighbour_weight, "a number in [0, 1]")
         _check(_is_number(self.freshness_margin) and 0 <= self.freshness_margin <= 1,
                "freshness_margin", self.freshness_margin, "a number in [0, 1]")
         _check(self.half_life_days is None or (_is_number(self.half_life_days) and self.half_life_days > 0),
