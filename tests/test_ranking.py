@@ -107,3 +107,19 @@ def test_reasons_name_similarity_section_age_and_fallback():
     assert ranking.reasons_for(similarity=0.1, section="sport", source_section="world",
                                age_seconds=np.nan, age_relative_to="now",
                                fallback="recent article") == ("fallback: recent article",)
+
+
+def test_relevance_blends_terms_and_rewards_neighbourhood_consensus():
+    # source, then candidates a (close to source alone), b and c (close to each other and source)
+    embedding = np.array([[1.0, 0.62, 0.60, 0.60],
+                          [0.62, 1.0, 0.1, 0.1],
+                          [0.60, 0.1, 1.0, 0.9],
+                          [0.60, 0.1, 0.9, 1.0]])
+    direct = ranking.relevance(embedding, None, lexical_weight=0.5, neighbours=0, neighbour_weight=0.5)
+    np.testing.assert_allclose(direct, [0.62, 0.60, 0.60])
+    consensus = ranking.relevance(embedding, None, lexical_weight=0, neighbours=3, neighbour_weight=0.5)
+    assert consensus[1] > consensus[0]  # b is backed by its neighbour c; a stands alone
+    lexical = np.eye(4)
+    lexical[0, 2] = lexical[2, 0] = 1.0  # b shares all its key terms with the source
+    blended = ranking.relevance(embedding, lexical, lexical_weight=0.5, neighbours=0, neighbour_weight=0)
+    assert blended.argmax() == 1

@@ -40,7 +40,7 @@ def test_every_item_explains_itself(seed_index, encoder):
     assert "published 7 days later" in first.reasons
     assert first.title and first.url.startswith("https://") and first.section == "world"
     assert first.published_at == datetime(2019, 2, 1, 15, tzinfo=timezone.utc)
-    assert first.score >= first.similarity
+    assert 0 < first.score <= 1.03  # relevance (cosine blended with term overlap) + freshness
 
 
 def test_scheduled_posts_never_leak(seed_index, encoder):
@@ -224,7 +224,9 @@ def test_bad_settings_are_refused_when_made():
 def test_snapshot_is_plain_files_with_manifest(seed_index):
     snapshot = (seed_index / "current").resolve()
     names = {p.name for p in snapshot.iterdir()}
-    assert names == {"manifest.json", "index.faiss", "articles.json", "published.npy", "title_keys.npy"}
+    assert {"manifest.json", "index.faiss", "articles.json", "published.npy", "title_keys.npy",
+            "lexical_idf.npy", "lexical_ids.npy", "lexical_weights.npy"} <= names
+    assert all(name.endswith((".json", ".npy", ".faiss")) for name in names)  # never a pickle
     manifest = json.loads((snapshot / "manifest.json").read_text())
     for key in ("format_version", "library_version", "model_id", "dimensions", "count",
                 "created_at", "config", "checksums"):

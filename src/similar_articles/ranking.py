@@ -56,35 +56,60 @@ def recency_decay(age_days: np.ndarray, half_life_days: float | None) -> np.ndar
     return np.where(np.isnan(decay), 0.0, decay)
 
 
-def freshness_scores(similarity: np.ndarray, age_days: np.ndarray, *, margin: float,
-                     half_life_days: float | None) -> np.ndarray:
-    """Similarity plus a freshness bonus below ``margin``.
+def relevance(pairwise_embedding: np.ndarray, pairwise_lexical: np.ndarray | None, *,
+              lexical_weight: float, neighbours: int, neighbour_weight: float) -> np.ndarray:
+    """Relevance of each candidate to the source, from pool-sized similarity matrices.
 
-    Because the bonus never reaches the margin, an article less similar by more than
-    the margin can never outrank a more similar one, however fresh: the relevance floor.
+    Row/column 0 is the source, the rest are candidates. Relevance blends embedding
+    cosine with term overlap, then mixes in the candidate's mean blended similarity to
+    the source's ``neighbours`` best candidates: an article the whole neighbourhood
+    agrees on is more likely on the source's topic than one close to the source alone.
     """
-    return similarity + margin * recency_decay(age_days, half_life_days)
+    blended = pairwise_embedding if pairwise_lexical is None or lexical_weight == 0 else \
+        (1.0 - lexical_weight) * pairwise_embedding + lexical_weight * pairwise_lexical
+    direct = blended[0, 1:]
+    if neighbours <= 0 or neighbour_weight == 0 or len(direct) == 0:
+        return direct
+    best = np.argsort(-direct, kind="stable")[:neighbours] + 1
+    consensus = blended[best, 1:].mean(axis=0)
+    return (1.0 - neighbour_weight) * direct + neighbour_weight * consensus
 
 
-def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: float,
+def freshness_scores(relevance: np.ndarray, age_days: np.ndarray, *, margin: float,
+                     half_life_days: float | None) -> np.ndarray:
+    """Relevance plus a freshness bonus below ``margin``.
+
+    Because the bonus never reaches the margin, an article less relevant by more than
+    the margin can never outrank a more relevant one, however fresh: the relevance floor.
+    """
+    return relevance + margin * recency_decay(age_days, half_life_days)
+
+
+def select_box(scores: np.ndarray, vectors: np.ndarray | None, k: int, *, mmr_lambda: float,
                duplicate_similarity: float, title_keys: np.ndarray,
-               query_vector: np.ndarray | None = None, query_title_key: int = 0
+               query_vector: np.ndarray | None = None, query_title_key: int = 0,
+               pairwise: np.ndarray | None = None, source_similarity: np.ndarray | None = None
                ) -> tuple[np.ndarray, int]:
     """Greedy MMR over a candidate pool with same-story collapse.
 
     Returns the chosen pool indices in box order and how many candidates were dropped
     as copies of the source article or of an item already chosen. ``vectors`` are the
-    pool's unit vectors; ``scores`` its relevance (similarity + freshness).
+    pool's unit vectors; ``scores`` its relevance (similarity + freshness). A caller
+    that has them already passes ``pairwise`` (pool x pool cosine) and
+    ``source_similarity`` (pool x source) instead of vectors and query_vector.
     """
     n = len(scores)
     if n == 0 or k <= 0:
         return np.empty(0, dtype=np.int64), 0
     open_ = np.ones(n, dtype=bool)
-    if query_vector is not None:
-        open_ &= vectors @ query_vector < duplicate_similarity
+    if source_similarity is None and query_vector is not None:
+        source_similarity = vectors @ query_vector
+    if source_similarity is not None:
+        open_ &= source_similarity < duplicate_similarity
     if query_title_key:
         open_ &= title_keys != query_title_key
-    pairwise = vectors @ vectors.T
+    if pairwise is None:
+        pairwise = vectors @ vectors.T
     redundancy = np.full(n, -np.inf, dtype=np.float64)
     chosen: list[int] = []
     dropped = n - int(open_.sum())

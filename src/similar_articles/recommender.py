@@ -20,6 +20,7 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
                      SimilarArticlesError, UnknownArticleError)
 from .index import FaissIndex, create_index
+from .lexical import Fingerprints, LexicalModel, similarity_matrix
 from .snapshot import CURRENT, read_snapshot, resolve_snapshot_dir, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class _Corpus:
 
     COLUMNS = ("ids", "titles", "urls", "sections", "tags", "content_hashes")
 
-    def __init__(self, columns: dict[str, list], published: np.ndarray, title_keys: np.ndarray):
+    def __init__(self, columns: dict[str, list], published: np.ndarray, title_keys: np.ndarray,
+                 lexical: LexicalModel | None = None, prints: Fingerprints | None = None):
         self.ids: list[str] = columns["ids"]
         self.titles: list[str] = columns["titles"]
         self.urls: list[str | None] = columns["urls"]
@@ -65,13 +67,15 @@ class _Corpus:
         self.content_hashes: list[str] = columns["content_hashes"]
         self.published = np.asarray(published, dtype=np.float64)
         self.title_keys = np.asarray(title_keys, dtype=np.int64)
+        self.lexical, self.prints = lexical, prints  # None in indexes built without text
         self.alive = np.ones(len(self.ids), dtype=bool)
         self.positions = {article_id: i for i, article_id in enumerate(self.ids)}
         self._index_derived()
 
     @classmethod
     def from_articles(cls, articles: Sequence[Article]) -> "_Corpus":
-        return cls(*cls.columns_of(articles))
+        lexical, prints = LexicalModel.fit([a.text for a in articles])
+        return cls(*cls.columns_of(articles), lexical, prints)
 
     @staticmethod
     def columns_of(articles: Sequence[Article]) -> tuple[dict[str, list], np.ndarray, np.ndarray]:
@@ -105,6 +109,8 @@ class _Corpus:
         start = len(self.published)
         self.published = np.concatenate([self.published, published])
         self.title_keys = np.concatenate([self.title_keys, title_keys])
+        if self.lexical is not None:
+            self.prints = self.prints.extend(self.lexical.transform([a.text for a in articles]))
         self.alive = np.concatenate([self.alive, np.ones(len(articles), dtype=bool)])
         for offset, article in enumerate(articles):
             old = self.positions.get(article.id)
@@ -115,6 +121,14 @@ class _Corpus:
 
     def metadata(self) -> dict[str, list]:
         return {name: getattr(self, name) for name in self.COLUMNS}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the snapshot stores as .npy files."""
+        arrays = {"published": self.published, "title_keys": self.title_keys}
+        if self.lexical is not None:
+            arrays.update(lexical_idf=self.lexical.idf, lexical_ids=self.prints.ids,
+                          lexical_weights=self.prints.weights)
+        return arrays
 
     def live_count(self) -> int:
         return int(self.alive.sum())
@@ -213,7 +227,7 @@ class Recommender:
         }
         folder = write_snapshot(
             root, write_index=index.save, metadata=corpus.metadata(),
-            arrays={"published": corpus.published, "title_keys": corpus.title_keys},
+            arrays=corpus.arrays(),
             manifest=manifest, keep=keep)
         manifest = read_snapshot(folder, verify=False).manifest
         return cls(served=_Served(index, corpus, manifest, folder), config=config, encoder=encoder,
@@ -321,7 +335,8 @@ class Recommender:
             with served.lock:
                 vector = served.index.vectors(np.array([pos]))[0]
             return vector, {"id": article, "position": pos, "published": corpus.published[pos],
-                            "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos])}
+                            "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos]),
+                            "print": corpus.prints.take(np.array([pos])) if corpus.prints else None}
         parsed = Article.from_row(article)
         vector = self.encoder.encode_articles([parsed])[0]
         if vector.shape[0] != served.index.dim:
@@ -331,7 +346,8 @@ class Recommender:
         published = parsed.published_at.timestamp() if parsed.published_at else np.nan
         return vector, {"id": parsed.id, "position": corpus.positions.get(parsed.id),
                         "published": published, "section": parsed.section,
-                        "title_key": ranking.title_key(parsed.title)}
+                        "title_key": ranking.title_key(parsed.title),
+                        "print": corpus.lexical.transform([parsed.text]) if corpus.lexical else None}
 
     def _box(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings, now: datetime | None,
              exclude_ids: Iterable[str], sections: Iterable[str] | None) -> list[Recommendation]:
@@ -365,15 +381,26 @@ class Recommender:
                 break
             fetch *= 4
         sims, positions = sims[ok], positions[ok]
+        # Pool-sized similarity matrices, source first: everything below reads them.
+        pool_vectors = np.vstack([query[None, :], served.index.vectors(positions)]) \
+            if len(positions) else query[None, :]
+        embedding = pool_vectors @ pool_vectors.T
+        lexical = None
+        if source["print"] is not None and settings.lexical_weight > 0:
+            lexical = similarity_matrix(Fingerprints(
+                np.vstack([source["print"].ids, corpus.prints.ids[positions]]),
+                np.vstack([source["print"].weights, corpus.prints.weights[positions]])))
+        relevance = ranking.relevance(embedding, lexical, lexical_weight=settings.lexical_weight,
+                                      neighbours=settings.neighbours,
+                                      neighbour_weight=settings.neighbour_weight)
         age_days = (reference - corpus.published[positions]) / ranking.SECONDS_PER_DAY
         scores = ranking.freshness_scores(
-            sims, age_days, margin=settings.freshness_margin, half_life_days=settings.half_life_days)
-        vectors = served.index.vectors(positions) if len(positions) else np.zeros((0, served.index.dim), np.float32)
+            relevance, age_days, margin=settings.freshness_margin, half_life_days=settings.half_life_days)
         chosen, _ = ranking.select_box(
-            scores, vectors, k, mmr_lambda=settings.mmr_lambda,
+            scores, None, k, mmr_lambda=settings.mmr_lambda,
             duplicate_similarity=settings.duplicate_similarity,
-            title_keys=corpus.title_keys[positions], query_vector=query,
-            query_title_key=source["title_key"])
+            title_keys=corpus.title_keys[positions], query_title_key=source["title_key"],
+            pairwise=embedding[1:, 1:], source_similarity=embedding[0, 1:])
         box = [self._item(served, int(positions[i]), float(scores[i]), float(sims[i]), source, now_ts, None)
                for i in chosen]
         if len(box) < k and settings.fallback:
@@ -502,7 +529,12 @@ def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
         raise IndexCorruptedError(
             f"{snapshot.path}: the manifest counts {count} articles, the index holds "
             f"{len(index)} and the metadata {len(columns['ids'])}; rebuild the index")
-    corpus = _Corpus(columns, snapshot.arrays["published"], snapshot.arrays["title_keys"])
+    arrays = snapshot.arrays
+    lexical = prints = None
+    if "lexical_idf" in arrays:
+        lexical = LexicalModel(arrays["lexical_idf"])
+        prints = Fingerprints(arrays["lexical_ids"], arrays["lexical_weights"])
+    corpus = _Corpus(columns, arrays["published"], arrays["title_keys"], lexical, prints)
     return _Served(index, corpus, manifest, snapshot.path)
 
 

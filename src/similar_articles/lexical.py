@@ -1,0 +1,94 @@
+"""Lexical fingerprints: each article's strongest TF-IDF terms, blended with embeddings.
+
+Embeddings know that "missile treaty" and "arms pact" mean the same; exact terms know
+that two stories name the same people, places and organisations. Blending both ranks
+better than either alone (see notebooks/ and README.md for the measurements).
+
+Terms are hashed (no vocabulary to store) and each article keeps only its top terms,
+so a fingerprint is a fixed ``TERMS`` ids + weights: 192 bytes an article.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+N_FEATURES = 2**20  # hash buckets; collisions among an article's 32 terms are rare
+TERMS = 32  # terms kept per article: 16 lost ~1 point of precision@2 on BBC, 32 none
+TEXT_CHARS = 5_000  # the lead and a bit more, like the encoder sees
+PAD = -1
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """Top-term ids (PAD where an article has fewer terms) and their L2-normalised weights."""
+
+    ids: np.ndarray  # int32 [n, TERMS]
+    weights: np.ndarray  # float16 [n, TERMS]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, positions: np.ndarray) -> "Fingerprints":
+        return Fingerprints(self.ids[positions], self.weights[positions])
+
+    def extend(self, other: "Fingerprints") -> "Fingerprints":
+        return Fingerprints(np.concatenate([self.ids, other.ids]),
+                            np.concatenate([self.weights, other.weights]))
+
+
+def _vectorizer():
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    return HashingVectorizer(n_features=N_FEATURES, alternate_sign=False, norm=None,
+                             stop_words="english", dtype=np.float32)
+
+
+class LexicalModel:
+    """Inverse document frequencies over hashed terms; turns texts into fingerprints."""
+
+    def __init__(self, idf: np.ndarray):
+        self.idf = np.asarray(idf, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> tuple["LexicalModel", Fingerprints]:
+        """Learn IDF from ``texts`` and return the model with their fingerprints."""
+        counts = _vectorizer().transform(t[:TEXT_CHARS] for t in texts).tocsr()
+        df = np.bincount(counts.indices, minlength=N_FEATURES)
+        n = max(len(texts), 1)
+        idf = np.log((1 + n) / (1 + df)).astype(np.float32) + 1.0
+        idf[df < 2] = 0.0  # a term in one article cannot link two articles
+        model = cls(idf)
+        return model, model._fingerprints(counts)
+
+    def transform(self, texts: Sequence[str]) -> Fingerprints:
+        return self._fingerprints(_vectorizer().transform(t[:TEXT_CHARS] for t in texts).tocsr())
+
+    def _fingerprints(self, counts) -> Fingerprints:
+        n = counts.shape[0]
+        ids = np.full((n, TERMS), PAD, dtype=np.int32)
+        weights = np.zeros((n, TERMS), dtype=np.float32)
+        for row in range(n):
+            start, end = counts.indptr[row], counts.indptr[row + 1]
+            terms = counts.indices[start:end]
+            values = (1.0 + np.log(counts.data[start:end])) * self.idf[terms]  # sublinear tf-idf
+            keep = np.argsort(-values, kind="stable")[:TERMS]
+            keep = keep[values[keep] > 0]
+            norm = np.linalg.norm(values[keep])
+            if norm > 0:
+                ids[row, :len(keep)] = terms[keep]
+                weights[row, :len(keep)] = values[keep] / norm
+        return Fingerprints(ids, weights.astype(np.float16))
+
+
+def similarity_matrix(prints: Fingerprints) -> np.ndarray:
+    """Cosine between every pair of fingerprints: a small dense matrix for a candidate pool."""
+    ids = prints.ids.ravel()
+    used = ids != PAD
+    columns, local = np.unique(ids[used], return_inverse=True)
+    dense = np.zeros((len(prints), len(columns)), dtype=np.float32)
+    rows = np.repeat(np.arange(len(prints)), prints.ids.shape[1])[used]
+    dense[rows, local] = prints.weights.ravel()[used]
+    return dense @ dense.T
