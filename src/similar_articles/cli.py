@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--errors", type=Path, help="write skipped rows to this JSONL file")
     build.set_defaults(run=_build)
 
+    _add_export(sub)
+
     rec = sub.add_parser("recommend", help="print the box for an indexed article")
     rec.add_argument("id", help="article id")
     rec.add_argument("--index", type=Path, required=True)
@@ -166,3 +168,84 @@ def _demo_sources(rows: list[dict], count: int) -> list[dict]:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _add_export(sub) -> None:
+    export = sub.add_parser(
+        "export", help="write every indexed article's box to JSONL or Parquet (for CMS caches)")
+    export.add_argument("--index", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True, help="a .jsonl or .parquet file")
+    export.add_argument("--format", choices=("jsonl", "parquet"), help="default: from the file name")
+    export.add_argument("-k", type=int, default=2, help="box size (default 2)")
+    export.add_argument("--now", default=None,
+                        help="ISO 8601 time the boxes are for (default: now); later articles are hidden")
+    export.add_argument("--batch-size", type=int, default=1024, help="articles per batch (default 1024)")
+    export.set_defaults(run=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    """One line (JSONL: {"id", "box": [...]}) or one row per box item (Parquet: id,
+    rank and the item's fields) for every live article, in index order."""
+    import os
+    from datetime import datetime, timezone
+
+    from .recommender import Recommender
+
+    fmt = args.format or ("parquet" if args.out.suffix.lower() in (".parquet", ".pq") else "jsonl")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size={args.batch_size} is invalid: give a positive number")
+    try:
+        now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc)
+    except ValueError:
+        raise ConfigError(f"--now={args.now!r} is not an ISO 8601 time, e.g. 2024-05-01T12:00:00+00:00") from None
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    rec = Recommender.load(args.index, reload_interval=None)
+    corpus = rec._served.corpus
+    ids = [corpus.ids[i] for i in range(len(corpus.ids)) if corpus.alive[i]
+           and corpus.positions.get(corpus.ids[i]) == i]
+    started = time.perf_counter()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    staging = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
+    try:
+        if fmt == "jsonl":
+            with open(staging, "w", encoding="utf-8") as f:
+                for start in range(0, len(ids), args.batch_size):
+                    part = ids[start:start + args.batch_size]
+                    for article_id, box in zip(part, rec.recommend_many(part, args.k, now=now)):
+                        f.write(json.dumps({"id": article_id, "box": [r.to_dict() for r in box]},
+                                           ensure_ascii=False) + "\n")
+        else:
+            _export_parquet(rec, ids, args, now, staging)
+        os.replace(staging, args.out)  # readers never see half a file
+    finally:
+        staging.unlink(missing_ok=True)
+    elapsed = time.perf_counter() - started
+    print(f"wrote {len(ids)} boxes to {args.out} in {elapsed:.1f} s "
+          f"({1000 * elapsed / max(len(ids), 1):.2f} ms per article)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _export_parquet(rec, ids: list[str], args: argparse.Namespace, now, staging: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError("Parquet export needs pyarrow: pip install pyarrow (or write --out boxes.jsonl)") from None
+    writer = None
+    try:
+        for start in range(0, len(ids), args.batch_size):
+            part = ids[start:start + args.batch_size]
+            table = pa.Table.from_pylist([
+                {"id": article_id, "rank": rank, "item_id": item.id, "title": item.title, "url": item.url,
+                 "published_at": item.published_at.isoformat() if item.published_at else None,
+                 "section": item.section, "score": item.score, "similarity": item.similarity,
+                 "reasons": list(item.reasons), "fallback": item.fallback}
+                for article_id, box in zip(part, rec.recommend_many(part, args.k, now=now))
+                for rank, item in enumerate(box, start=1)])
+            if writer is None:
+                writer = pq.ParquetWriter(staging, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()

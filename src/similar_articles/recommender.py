@@ -324,19 +324,45 @@ class Recommender:
         with served.lock:
             return self._box(served, query, source, k, settings, now, exclude_ids, sections)
 
+    def recommend_many(self, ids: Iterable[str], k: int = 2, *, now: datetime | None = None,
+                       exclude_ids: Iterable[str] = (), sections: Iterable[str] | None = None,
+                       batch_size: int = 256, **overrides: Any) -> list[list[Recommendation]]:
+        """The boxes of many indexed articles, in order: the same boxes as calling
+        :meth:`recommend` for each id with the same ``now``, several times faster per
+        article (one FAISS search per batch on every core, setup paid once).
+
+        now: the time of every call (default: the clock when this starts).
+        Raises UnknownArticleError for the first id not in the index.
+        """
+        k = _check_k(k)
+        settings = replace_ranking(self.config.ranking, overrides)
+        served = self._served_now()
+        corpus = served.corpus
+        now = now or datetime.now(timezone.utc)
+        exclude_ids = tuple(exclude_ids)
+        sections = None if sections is None else tuple(sections)
+        ids = list(ids)
+        positions = np.array([_position_of(corpus, article_id) for article_id in ids], dtype=np.int64)
+        fetch = max(settings.candidates, 4 * k)
+        boxes: list[list[Recommendation]] = []
+        with served.lock:
+            for start in range(0, len(ids), batch_size):
+                block = positions[start:start + batch_size]
+                queries = served.index.vectors(block)
+                sims, found = served.index.search_many(queries, fetch)
+                for row, pos in enumerate(block.tolist()):
+                    source = _indexed_source(corpus, ids[start + row], pos)
+                    boxes.append(self._box(served, queries[row], source, k, settings, now, exclude_ids,
+                                           sections, prefetched=(sims[row], found[row])))
+        return boxes
+
     def _query(self, served: "_Served", article: str | ArticleLike) -> tuple[np.ndarray, dict]:
         corpus = served.corpus
         if isinstance(article, str):
-            pos = corpus.positions.get(article)
-            if pos is None or not corpus.alive[pos]:
-                raise UnknownArticleError(
-                    f"article id {article!r} is not in the index; pass the article itself "
-                    "(a dict with title and body) to get a box for an unseen article")
+            pos = _position_of(corpus, article)
             with served.lock:
                 vector = served.index.vectors(np.array([pos]))[0]
-            return vector, {"id": article, "position": pos, "published": corpus.published[pos],
-                            "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos]),
-                            "print": corpus.prints.take(np.array([pos])) if corpus.prints else None}
+            return vector, _indexed_source(corpus, article, pos)
         parsed = Article.from_row(article)
         vector = self.encoder.encode_articles([parsed])[0]
         if vector.shape[0] != served.index.dim:
@@ -350,7 +376,10 @@ class Recommender:
                         "print": corpus.lexical.transform([parsed.text]) if corpus.lexical else None}
 
     def _box(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings, now: datetime | None,
-             exclude_ids: Iterable[str], sections: Iterable[str] | None) -> list[Recommendation]:
+             exclude_ids: Iterable[str], sections: Iterable[str] | None,
+             prefetched: tuple[np.ndarray, np.ndarray] | None = None) -> list[Recommendation]:
+        """``prefetched``: (similarities, positions) of the first search, done in a
+        batch by recommend_many; the same as this method would fetch itself."""
         corpus = served.corpus
         now_ts = (now or datetime.now(timezone.utc)).timestamp()
         by_article = settings.recency_reference == "article" and not np.isnan(source["published"])
@@ -372,7 +401,10 @@ class Recommender:
         # Fetch neighbours; widen while filters leave too few related ones.
         fetch = max(settings.candidates, 4 * k)
         while True:
-            sims, positions = served.index.search(query, fetch)
+            if prefetched is not None:
+                (sims, positions), prefetched = prefetched, None
+            else:
+                sims, positions = served.index.search(query, fetch)
             keep = positions >= 0
             sims, positions = sims[keep], positions[keep]
             ok = is_eligible(positions) & (sims >= settings.min_similarity)
@@ -536,6 +568,22 @@ def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
         prints = Fingerprints(arrays["lexical_ids"], arrays["lexical_weights"])
     corpus = _Corpus(columns, arrays["published"], arrays["title_keys"], lexical, prints)
     return _Served(index, corpus, manifest, snapshot.path)
+
+
+def _position_of(corpus: "_Corpus", article_id: str) -> int:
+    pos = corpus.positions.get(article_id)
+    if pos is None or not corpus.alive[pos]:
+        raise UnknownArticleError(
+            f"article id {article_id!r} is not in the index; pass the article itself "
+            "(a dict with title and body) to get a box for an unseen article")
+    return pos
+
+
+def _indexed_source(corpus: "_Corpus", article_id: str, pos: int) -> dict:
+    """What ranking needs to know about an indexed source article."""
+    return {"id": article_id, "position": pos, "published": corpus.published[pos],
+            "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos]),
+            "print": corpus.prints.take(np.array([pos])) if corpus.prints else None}
 
 
 def parse_articles(rows: Iterable[ArticleLike]) -> list[Article]:
