@@ -9,6 +9,7 @@ An index root looks like::
 
 A snapshot is written in a hidden temporary folder, renamed into ``snapshots/`` and only
 then pointed at by ``current``, so a crash at any point leaves the previous one serving.
+``build.lock`` in the root (pid, host, start time) lets one build or rollback run at a time.
 Nothing is pickled: JSON, FAISS and ``.npy`` files read with ``allow_pickle=False``.
 """
 
@@ -17,16 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .errors import IndexCorruptedError, IndexNotFoundError
+from .errors import IndexCorruptedError, IndexNotFoundError, SimilarArticlesError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -34,6 +37,9 @@ CURRENT = "current"
 SNAPSHOTS = "snapshots"
 INDEX_FILE = "index.faiss"
 METADATA_FILE = "articles.json"
+LOCK_FILE = "build.lock"
+VERSION_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_STAGING_PID = re.compile(r"-p(\d+)-")
 
 
 @dataclass(frozen=True)
@@ -52,22 +58,36 @@ class Snapshot:
 
 def write_snapshot(root: str | os.PathLike, *, write_index: Callable[[Path], None],
                    metadata: dict[str, list], arrays: dict[str, np.ndarray],
-                   manifest: dict[str, Any], keep: int = 3) -> Path:
+                   manifest: dict[str, Any], keep: int = 3,
+                   extra_files: dict[str, bytes | str | dict] | None = None,
+                   publish: bool = True) -> Path:
     """Write a new snapshot under ``root`` and make it current. Returns its folder.
 
     ``keep`` is how many snapshots stay on disk (the current one included), so that
     a bad build can be rolled back; older ones are deleted after the switch.
+    ``extra_files``: more files for the snapshot (name -> bytes, text or a JSON-able
+    dict), checksummed like the rest, e.g. a build's quality-gate report.
+    ``publish=False`` stops before anything is visible: the complete snapshot waits in
+    a hidden staging folder (returned) for :func:`publish_snapshot` or
+    :func:`discard_staged`; a crash leaves only that folder, which prune clears.
     """
     root = Path(root)
     (root / SNAPSHOTS).mkdir(parents=True, exist_ok=True)
-    version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=root / SNAPSHOTS))
+    version = _next_version(root)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-p{os.getpid()}-", dir=root / SNAPSHOTS))
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; web servers may run as another user
         write_index(staging / INDEX_FILE)
         _write_json(staging / METADATA_FILE, metadata)
         for name, array in arrays.items():
             np.save(staging / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        for name, content in (extra_files or {}).items():
+            if name in (MANIFEST, INDEX_FILE, METADATA_FILE) or "/" in name or name.startswith("."):
+                raise ValueError(f"extra file name {name!r} is reserved or not a plain file name")
+            if isinstance(content, dict):
+                _write_json(staging / name, content, indent=2)
+            else:
+                (staging / name).write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
         files = sorted(p.name for p in staging.iterdir())
         full_manifest = {
             "format_version": FORMAT_VERSION, **manifest, "version": version,
@@ -77,15 +97,46 @@ def write_snapshot(root: str | os.PathLike, *, write_index: Callable[[Path], Non
         _write_json(staging / MANIFEST, full_manifest)
         for name in [*files, MANIFEST]:
             _fsync(staging / name)
-        final = root / SNAPSHOTS / version
-        os.rename(staging, final)
+        _fsync_dir(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if not publish:
+        return staging
+    return publish_snapshot(root, staging, keep=keep)
+
+
+def publish_snapshot(root: str | os.PathLike, staged: Path, *, keep: int = 3) -> Path:
+    """Move a snapshot staged by ``write_snapshot(publish=False)`` into ``snapshots/``,
+    switch ``current`` to it and prune. Returns its final folder."""
+    root = Path(root)
+    version = json.loads((staged / MANIFEST).read_text(encoding="utf-8"))["version"]
+    final = root / SNAPSHOTS / version
+    os.rename(staged, final)
     _fsync_dir(root / SNAPSHOTS)
     point_current(root, final)
     prune(root, keep=keep)
     return final
+
+
+def discard_staged(staged: Path) -> None:
+    """Delete a staged snapshot that will not be published (dry run, refused build)."""
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def _next_version(root: Path) -> str:
+    """A UTC timestamp, later than every existing snapshot even if the clock went back,
+    so that name order is publish order (rollback relies on it)."""
+    now = datetime.now(timezone.utc)
+    existing = list_snapshots(root)
+    if existing:
+        try:
+            latest = datetime.strptime(existing[-1].name, VERSION_FORMAT).replace(tzinfo=timezone.utc)
+        except ValueError:
+            latest = None
+        if latest is not None and latest >= now:
+            now = latest + timedelta(microseconds=1)
+    return now.strftime(VERSION_FORMAT)
 
 
 def point_current(root: Path, snapshot_dir: Path) -> None:
@@ -113,9 +164,20 @@ def prune(root: Path, *, keep: int) -> None:
     for old in list_snapshots(root)[:-keep] if keep > 0 else []:
         if current is None or old.resolve() != current.resolve():
             shutil.rmtree(old, ignore_errors=True)
-    for staging in (root / SNAPSHOTS).glob(".tmp-*"):
-        if _older_than(staging, hours=1):  # a killed build's leftovers
+    clean_staging(root)
+
+
+def clean_staging(root: Path) -> list[Path]:
+    """Delete staging folders of builds that are gone (killed, crashed): their process
+    (named in the folder) is dead on this host, or they are older than an hour."""
+    removed = []
+    for staging in (Path(root) / SNAPSHOTS).glob(".tmp-*"):
+        match = _STAGING_PID.search(staging.name)
+        writer_dead = match is not None and not pid_alive(int(match.group(1)))
+        if writer_dead or _older_than(staging, hours=1):
             shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
 
 
 def resolve_snapshot_dir(path: str | os.PathLike) -> Path:
@@ -172,9 +234,167 @@ def read_snapshot(path: str | os.PathLike, *, verify: bool = True) -> Snapshot:
     return Snapshot(folder, manifest, metadata, arrays)
 
 
-def _write_json(path: Path, data: Any) -> None:
+# ------------------------------------------------------------------ rollback
+def rollback(root: str | os.PathLike, *, to: str | None = None) -> tuple[Path, Path]:
+    """Point ``current`` at the snapshot published before the current one (or at the
+    version ``to``). Returns (now serving, was serving). Running servers pick it up by
+    hot reload. Refused while a build holds the lock."""
+    root = Path(root)
+    with BuildLock(root, purpose="rollback"):
+        was = resolve_snapshot_dir(root)
+        kept = list_snapshots(root)
+        if to is not None:
+            target = root / SNAPSHOTS / to
+            if target not in kept:
+                raise IndexNotFoundError(
+                    f"no snapshot {to!r} in {root / SNAPSHOTS}; kept: {', '.join(p.name for p in kept) or 'none'}")
+        else:
+            earlier = [p for p in kept if p.name < was.name]
+            if not earlier:
+                raise IndexNotFoundError(
+                    f"{root}: no snapshot older than the current {was.name} is kept, so there is "
+                    "nothing to roll back to (builds keep --keep snapshots)")
+            target = earlier[-1]
+        read_snapshot(target)  # never switch to a damaged snapshot
+        point_current(root, target)
+        return target, was
+
+
+# ------------------------------------------------------------------ build lock
+class BuildLockedError(SimilarArticlesError):
+    """Another build (or rollback) holds the index root's lock file."""
+
+
+class BuildLock:
+    """``root/build.lock``: one build or rollback at a time per index root.
+
+    The file holds the holder's pid, host and start time. A second build is refused
+    with those details; a lock left by a killed build (its pid is dead on this host)
+    is detected, cleared and taken over. A lock from another host cannot be checked:
+    the message says how to clear it by hand.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, purpose: str = "build"):
+        self.root = Path(root)
+        self.path = self.root / LOCK_FILE
+        self.purpose = purpose
+        self.cleared: dict | None = None  # the stale lock taken over, if any
+        self._fd: int | None = None
+
+    def acquire(self) -> "BuildLock":
+        self.root.mkdir(parents=True, exist_ok=True)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
+                "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(self.path)
+                if holder is None:  # released or half-written this instant: look again
+                    continue
+                if not _lock_is_stale(holder):
+                    raise BuildLockedError(self._held_message(holder)) from None
+                if _remove_if_unchanged(self.path, holder):
+                    self.cleared = holder
+                continue
+            os.write(fd, json.dumps(info).encode("utf-8"))
+            os.fsync(fd)
+            self._fd = fd
+            return self
+        raise BuildLockedError(f"{self.path}: could not take the lock (it keeps changing hands); try again")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        holder = _read_lock(self.path)
+        if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "BuildLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _held_message(self, holder: dict) -> str:
+        what = holder.get("purpose", "build")
+        where = f"pid {holder.get('pid')} on {holder.get('host')}"
+        message = (f"{self.root}: another {what} is running ({where}, started {holder.get('started_at')}); "
+                   f"this {self.purpose} was refused. Wait for it to finish")
+        if holder.get("host") != socket.gethostname():
+            message += f", or if that process is gone, delete {self.path}"
+        return message
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a zombie counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to another user
+    try:  # a killed child its parent has not reaped yet holds no lock
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        # Unreadable or half-written (a build killed between create and write):
+        # stale once it is older than a few seconds.
+        return {"pid": -1, "host": socket.gethostname(), "unreadable": True} if _older_than(path, hours=5 / 3600) \
+            else None
+    return data if isinstance(data, dict) else {"pid": -1, "host": socket.gethostname()}
+
+
+def _lock_is_stale(holder: dict) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return False  # a pid on another machine cannot be checked from here
+    pid = holder.get("pid")
+    return not isinstance(pid, int) or not pid_alive(pid)
+
+
+def _remove_if_unchanged(path: Path, holder: dict) -> bool:
+    """Delete a stale lock file, unless another process replaced it meanwhile.
+
+    Two builds may find the same stale lock; the flock makes them take turns and the
+    inode check stops the second from deleting the fresh lock the first just made.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+        if not same_file or _read_lock(path) != holder:
+            return False
+        path.unlink()
+        return True
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any, *, indent: int | None = None) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
+        json.dump(data, f, ensure_ascii=False, indent=indent,
+                  separators=None if indent else (",", ":"))
 
 
 def _sha256(path: Path) -> str:
