@@ -138,7 +138,7 @@ class RankingConfig:
     candidates: int = 50
     min_similarity: float = 0.25
     lexical_weight: float = 0.5
-    neighbours: int = 10
+    neighbours: int = 5
     neighbour_weight: float = 0.5
     freshness_margin: float = 0.03
     half_life_days: float | None = 30.0
