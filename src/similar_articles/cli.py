@@ -1,4 +1,4 @@
-"""The `similar-articles` command: the library's build, recommend, info and demo.
+"""The `similar-articles` command: the library's build, recommend, info, evaluate and demo.
 
 Exit codes: 0 success, 1 failed (nothing published), 2 bad usage or input.
 """
@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--index", type=Path, required=True)
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=_info)
+
+    evaluate = sub.add_parser("evaluate", help="measure box quality on a real corpus against baselines")
+    evaluate.add_argument("corpus", choices=("bbc", "news"),
+                          help="bbc: precision@k by topic; news: coverage, duplicates, hubs, age")
+    evaluate.add_argument("-k", type=int, nargs="+", default=None,
+                          help="box sizes (default: 2 5 10 on bbc, 2 on news)")
+    evaluate.add_argument("--section-bonus", type=float, default=None,
+                          help="bbc: also report the same-section bonus prototype with this bonus")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(run=_evaluate)
 
     demo = sub.add_parser("demo", help="build an index of the real NewsArticles corpus and show boxes")
     demo.add_argument("--index", type=Path, default=None, help="where to build (default: the data cache)")
@@ -130,6 +140,31 @@ def _info(args: argparse.Namespace) -> int:
         width = max(map(len, info))
         for key, value in info.items():
             print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from . import evaluation
+
+    started = time.perf_counter()
+    corpus = evaluation.load_corpus(args.corpus, progress=True)
+    print(f"{args.corpus}: {len(corpus)} articles ({corpus.encoded} encoded now, the rest from "
+          f"the embedding cache)", file=sys.stderr)
+    if args.corpus == "bbc":
+        table = evaluation.bbc_report(corpus, tuple(args.k or (2, 5, 10)), section_bonus=args.section_bonus)
+    else:
+        from .corpora import load_event_labels
+
+        try:
+            events = load_event_labels()
+        except FileNotFoundError:
+            events = None
+        table = evaluation.news_report(corpus, (args.k or [2])[0], events=events)
+    if args.json:
+        print(table.to_json(orient="index", indent=2))
+    else:
+        print(table.round(3).to_string())
+        print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return EXIT_OK
 
 
