@@ -115,11 +115,13 @@ def test_relevance_blends_terms_and_rewards_neighbourhood_consensus():
                           [0.62, 1.0, 0.1, 0.1],
                           [0.60, 0.1, 1.0, 0.9],
                           [0.60, 0.1, 0.9, 1.0]])
-    direct = ranking.relevance(embedding, None, lexical_weight=0.5, neighbours=0, neighbour_weight=0.5)
+    rows = embedding.__getitem__
+    direct = ranking.relevance(rows, None, lexical_weight=0.5, neighbours=0, neighbour_weight=0.5)
     np.testing.assert_allclose(direct, [0.62, 0.60, 0.60])
-    consensus = ranking.relevance(embedding, None, lexical_weight=0, neighbours=3, neighbour_weight=0.5)
+    consensus = ranking.relevance(rows, None, lexical_weight=0, neighbours=3, neighbour_weight=0.5)
     assert consensus[1] > consensus[0]  # b is backed by its neighbour c; a stands alone
     lexical = np.eye(4)
     lexical[0, 2] = lexical[2, 0] = 1.0  # b shares all its key terms with the source
-    blended = ranking.relevance(embedding, lexical, lexical_weight=0.5, neighbours=0, neighbour_weight=0)
+    blended = ranking.relevance(rows, lexical.__getitem__, lexical_weight=0.5, neighbours=0,
+                                neighbour_weight=0)
     assert blended.argmax() == 1

@@ -85,12 +85,24 @@ class LexicalModel:
         return Fingerprints(ids, weights.astype(np.float16))
 
 
+class PoolTerms:
+    """The fingerprints of a candidate pool as a dense matrix over the pool's own terms,
+    so that any rows of the pool's term-overlap matrix cost one small product."""
+
+    def __init__(self, prints: Fingerprints):
+        ids = prints.ids.ravel()
+        used = ids != PAD
+        columns, local = np.unique(ids[used], return_inverse=True)
+        self.dense = np.zeros((len(prints), len(columns)), dtype=np.float32)
+        rows = np.repeat(np.arange(len(prints)), prints.ids.shape[1])[used]
+        self.dense[rows, local] = prints.weights.ravel()[used]
+
+    def rows(self, which: np.ndarray) -> np.ndarray:
+        """Cosine of the ``which`` rows against every row: shape (len(which), pool)."""
+        return self.dense[which] @ self.dense.T
+
+
 def similarity_matrix(prints: Fingerprints) -> np.ndarray:
-    """Cosine between every pair of fingerprints: a small dense matrix for a candidate pool."""
-    ids = prints.ids.ravel()
-    used = ids != PAD
-    columns, local = np.unique(ids[used], return_inverse=True)
-    dense = np.zeros((len(prints), len(columns)), dtype=np.float32)
-    rows = np.repeat(np.arange(len(prints)), prints.ids.shape[1])[used]
-    dense[rows, local] = prints.weights.ravel()[used]
-    return dense @ dense.T
+    """Cosine between every pair of fingerprints."""
+    terms = PoolTerms(prints)
+    return terms.rows(np.arange(len(prints)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -56,22 +56,29 @@ def recency_decay(age_days: np.ndarray, half_life_days: float | None) -> np.ndar
     return np.where(np.isnan(decay), 0.0, decay)
 
 
-def relevance(pairwise_embedding: np.ndarray, pairwise_lexical: np.ndarray | None, *,
+def relevance(embedding_rows: Callable[[np.ndarray], np.ndarray],
+              lexical_rows: Callable[[np.ndarray], np.ndarray] | None, *,
               lexical_weight: float, neighbours: int, neighbour_weight: float) -> np.ndarray:
-    """Relevance of each candidate to the source, from pool-sized similarity matrices.
+    """Relevance of each candidate to the source.
 
-    Row/column 0 is the source, the rest are candidates. Relevance blends embedding
-    cosine with term overlap, then mixes in the candidate's mean blended similarity to
-    the source's ``neighbours`` best candidates: an article the whole neighbourhood
-    agrees on is more likely on the source's topic than one close to the source alone.
+    The pool is the source (row 0) and its candidates; ``*_rows(which)`` return those
+    rows of the pool's embedding-cosine and term-overlap matrices, so only the rows
+    needed are computed. Relevance blends embedding cosine with term overlap, then
+    mixes in the candidate's mean blended similarity to the source's ``neighbours`` best
+    candidates: an article the whole neighbourhood agrees on is more likely on the
+    source's topic than one close to the source alone.
     """
-    blended = pairwise_embedding if pairwise_lexical is None or lexical_weight == 0 else \
-        (1.0 - lexical_weight) * pairwise_embedding + lexical_weight * pairwise_lexical
-    direct = blended[0, 1:]
+    def blended(which: np.ndarray) -> np.ndarray:
+        if lexical_rows is None or lexical_weight == 0:
+            return embedding_rows(which)[:, 1:]
+        return ((1.0 - lexical_weight) * embedding_rows(which)
+                + lexical_weight * lexical_rows(which))[:, 1:]
+
+    direct = blended(np.array([0]))[0]
     if neighbours <= 0 or neighbour_weight == 0 or len(direct) == 0:
         return direct
     best = np.argsort(-direct, kind="stable")[:neighbours] + 1
-    consensus = blended[best, 1:].mean(axis=0)
+    consensus = blended(best).mean(axis=0)
     return (1.0 - neighbour_weight) * direct + neighbour_weight * consensus
 
 
@@ -85,18 +92,18 @@ def freshness_scores(relevance: np.ndarray, age_days: np.ndarray, *, margin: flo
     return relevance + margin * recency_decay(age_days, half_life_days)
 
 
-def select_box(scores: np.ndarray, vectors: np.ndarray | None, k: int, *, mmr_lambda: float,
+def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: float,
                duplicate_similarity: float, title_keys: np.ndarray,
                query_vector: np.ndarray | None = None, query_title_key: int = 0,
-               pairwise: np.ndarray | None = None, source_similarity: np.ndarray | None = None
-               ) -> tuple[np.ndarray, int]:
+               source_similarity: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Greedy MMR over a candidate pool with same-story collapse.
 
     Returns the chosen pool indices in box order and how many candidates were dropped
     as copies of the source article or of an item already chosen. ``vectors`` are the
     pool's unit vectors; ``scores`` its relevance (similarity + freshness). A caller
-    that has them already passes ``pairwise`` (pool x pool cosine) and
-    ``source_similarity`` (pool x source) instead of vectors and query_vector.
+    that has the pool's cosine to the source passes it as ``source_similarity``
+    instead of ``query_vector``. Only the chosen items' rows of the pool's cosine
+    matrix are computed: k small products, not a pool x pool one.
     """
     n = len(scores)
     if n == 0 or k <= 0:
@@ -108,8 +115,6 @@ def select_box(scores: np.ndarray, vectors: np.ndarray | None, k: int, *, mmr_la
         open_ &= source_similarity < duplicate_similarity
     if query_title_key:
         open_ &= title_keys != query_title_key
-    if pairwise is None:
-        pairwise = vectors @ vectors.T
     redundancy = np.full(n, -np.inf, dtype=np.float64)
     chosen: list[int] = []
     dropped = n - int(open_.sum())
@@ -119,12 +124,13 @@ def select_box(scores: np.ndarray, vectors: np.ndarray | None, k: int, *, mmr_la
         best = int(np.argmax(np.where(open_, mmr, -np.inf)))
         chosen.append(best)
         open_[best] = False
-        same_story = (pairwise[best] >= duplicate_similarity)
+        cosine = vectors @ vectors[best]
+        same_story = cosine >= duplicate_similarity
         if title_keys[best]:
             same_story |= title_keys == title_keys[best]
         dropped += int((same_story & open_).sum())
         open_ &= ~same_story
-        redundancy = np.maximum(redundancy, pairwise[best])
+        redundancy = np.maximum(redundancy, cosine)
     return np.asarray(chosen, dtype=np.int64), dropped
 
 
