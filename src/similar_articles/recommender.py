@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from numpy.dtypes import StringDType
 
 from . import ranking
 from .articles import Article
@@ -20,12 +21,13 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
                      SimilarArticlesError, UnknownArticleError)
 from .index import FaissIndex, create_index
-from .lexical import Fingerprints, LexicalModel, similarity_matrix
+from .lexical import Fingerprints, LexicalModel, PoolTerms
 from .snapshot import CURRENT, read_snapshot, resolve_snapshot_dir, write_snapshot
 
 log = logging.getLogger(__name__)
 
 MAX_K = 100
+_NO_POSITIONS = np.empty(0, dtype=np.int64)
 CACHE_FILE = "embeddings.sqlite"
 ArticleLike = Article | Mapping[str, Any]
 
@@ -52,24 +54,106 @@ class Recommendation:
         return data
 
 
+_TEXT = StringDType(na_object=None)
+_TAG_SEP = "\x1f"  # unit separator: never inside a tag after normalisation
+
+
+def _text_column(values: Iterable[str | None]) -> np.ndarray:
+    return np.array(list(values) if not isinstance(values, (list, np.ndarray)) else values, dtype=_TEXT)
+
+
+class _Positions:
+    """Article id -> position, for a column of ids held as one numpy string array.
+
+    A dict of a million ids costs ~150 bytes an article (the dict, its int values and
+    the id strings it keeps alive); sorted 64-bit hashes and their positions cost 12.
+    Ids added after load go to a small dict that wins (a later position replaces).
+    """
+
+    def __init__(self, ids: np.ndarray):
+        self._ids = ids
+        hashes = np.fromiter((hash(i) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+        order = np.argsort(hashes, kind="stable")  # equal hashes keep position order
+        self._hashes = hashes[order]
+        self._order = order.astype(np.int32 if len(ids) < 2**31 else np.int64)
+        self._added: dict[str, int] = {}
+
+    def get(self, article_id, default=None):
+        found = self._added.get(article_id)
+        if found is not None:
+            return found
+        if not isinstance(article_id, str):
+            return default
+        h = hash(article_id)
+        i = int(np.searchsorted(self._hashes, h))
+        found = default
+        while i < len(self._hashes) and self._hashes[i] == h:
+            pos = int(self._order[i])
+            if self._ids[pos] == article_id:
+                found = pos  # the last match is the newest version
+            i += 1
+        return found
+
+    def __contains__(self, article_id) -> bool:
+        return self.get(article_id) is not None
+
+    def __getitem__(self, article_id) -> int:
+        pos = self.get(article_id)
+        if pos is None:
+            raise KeyError(article_id)
+        return pos
+
+    def __setitem__(self, article_id: str, pos: int) -> None:
+        self._added[article_id] = pos
+
+
+class _Tags:
+    """Tags per article as one string column: list-like access, a fraction of the memory."""
+
+    def __init__(self, joined: np.ndarray):
+        self.joined = joined
+
+    @classmethod
+    def of(cls, tags: Sequence[Sequence[str]]) -> "_Tags":
+        return cls(_text_column([_TAG_SEP.join(t) for t in tags]))
+
+    def __len__(self) -> int:
+        return len(self.joined)
+
+    def __getitem__(self, pos: int) -> list[str]:
+        value = self.joined[pos]
+        return value.split(_TAG_SEP) if value else []
+
+    def extend(self, tags: Sequence[Sequence[str]]) -> None:
+        self.joined = np.concatenate([self.joined, _Tags.of(tags).joined])
+
+    def tolist(self) -> list[list[str]]:
+        return [t.split(_TAG_SEP) if t else [] for t in self.joined.tolist()]
+
+
 class _Corpus:
-    """Columnar article metadata aligned with index positions, plus the tombstone mask."""
+    """Columnar article metadata aligned with index positions, plus the tombstone mask.
+
+    Text columns are numpy string arrays (``corpus.titles[pos]`` is a str or None), not
+    Python lists: at a million articles lists of str cost ~700 bytes an article, these
+    ~300, which is what keeps a large index within its memory budget.
+    """
 
     COLUMNS = ("ids", "titles", "urls", "sections", "tags", "content_hashes")
 
     def __init__(self, columns: dict[str, list], published: np.ndarray, title_keys: np.ndarray,
                  lexical: LexicalModel | None = None, prints: Fingerprints | None = None):
-        self.ids: list[str] = columns["ids"]
-        self.titles: list[str] = columns["titles"]
-        self.urls: list[str | None] = columns["urls"]
-        self.sections: list[str | None] = columns["sections"]
-        self.tags: list[list[str]] = columns["tags"]
-        self.content_hashes: list[str] = columns["content_hashes"]
+        self.ids = _text_column(columns["ids"])
+        self.titles = _text_column(columns["titles"])
+        self.urls = _text_column(columns["urls"])
+        self.sections = _text_column(columns["sections"])
+        self.tags = _Tags.of(columns["tags"])
+        self.content_hashes = _text_column(columns["content_hashes"])
         self.published = np.asarray(published, dtype=np.float64)
         self.title_keys = np.asarray(title_keys, dtype=np.int64)
         self.lexical, self.prints = lexical, prints  # None in indexes built without text
         self.alive = np.ones(len(self.ids), dtype=bool)
-        self.positions = {article_id: i for i, article_id in enumerate(self.ids)}
+        self.positions = _Positions(self.ids)
         self._index_derived()
 
     @classmethod
@@ -92,11 +176,12 @@ class _Corpus:
 
     def _index_derived(self) -> None:
         """Everything a call needs that does not depend on the call, computed once."""
-        self.section_names = sorted({s for s in self.sections if s})
+        sections = self.sections.tolist()
+        self.section_names = sorted({s for s in sections if s})
         self.section_codes_by_name = {name: i for i, name in enumerate(self.section_names)}
         self.section_codes = np.array(
             [self.section_codes_by_name.get(s, ranking.NO_SECTION) if s else ranking.NO_SECTION
-             for s in self.sections], dtype=np.int32)
+             for s in sections], dtype=np.int32)
         self.recent_order = ranking.recent_first(self.published)
         codes_in_order = self.section_codes[self.recent_order]
         self.recent_by_section = {code: self.recent_order[codes_in_order == code]
@@ -105,7 +190,11 @@ class _Corpus:
     def extend(self, articles: Sequence[Article]) -> None:
         columns, published, title_keys = self.columns_of(articles)
         for name in self.COLUMNS:
-            getattr(self, name).extend(columns[name])
+            if name == "tags":
+                self.tags.extend(columns[name])
+            else:
+                setattr(self, name, np.concatenate([getattr(self, name), _text_column(columns[name])]))
+        self.positions._ids = self.ids
         start = len(self.published)
         self.published = np.concatenate([self.published, published])
         self.title_keys = np.concatenate([self.title_keys, title_keys])
@@ -120,7 +209,7 @@ class _Corpus:
         self._index_derived()
 
     def metadata(self) -> dict[str, list]:
-        return {name: getattr(self, name) for name in self.COLUMNS}
+        return {name: getattr(self, name).tolist() for name in self.COLUMNS}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What the snapshot stores as .npy files."""
@@ -391,12 +480,21 @@ class Recommender:
             [corpus.section_codes_by_name[s] for s in sections if s in corpus.section_codes_by_name],
             dtype=np.int32)
 
+        # A box excludes a handful of positions (usually just the source): comparing
+        # against each is several times cheaper per call than np.isin's set machinery.
+        few = len(excluded) <= 8
+        excluded_array = _NO_POSITIONS if few else np.asarray(excluded, dtype=np.int64)
+
         def is_eligible(positions: np.ndarray) -> np.ndarray:
-            return ranking.eligible(
+            mask = ranking.eligible(
                 positions, alive=corpus.alive, published=corpus.published, now=now_ts,
                 reference=reference, max_age_days=settings.max_age_days,
-                excluded=np.asarray(excluded, dtype=np.int64), section_codes=corpus.section_codes,
+                excluded=excluded_array, section_codes=corpus.section_codes,
                 allowed_sections=allowed)
+            if few:
+                for pos in excluded:
+                    mask &= positions != pos
+            return mask
 
         # Fetch neighbours; widen while filters leave too few related ones.
         fetch = max(settings.candidates, 4 * k)
@@ -413,26 +511,27 @@ class Recommender:
                 break
             fetch *= 4
         sims, positions = sims[ok], positions[ok]
-        # Pool-sized similarity matrices, source first: everything below reads them.
+        # The pool: the source (row 0) and its candidates. Only the rows ranking asks
+        # for are multiplied out, keeping every product small (and off BLAS threads).
         pool_vectors = np.vstack([query[None, :], served.index.vectors(positions)]) \
             if len(positions) else query[None, :]
-        embedding = pool_vectors @ pool_vectors.T
-        lexical = None
+        lexical_rows = None
         if source["print"] is not None and settings.lexical_weight > 0:
-            lexical = similarity_matrix(Fingerprints(
+            lexical_rows = PoolTerms(Fingerprints(
                 np.vstack([source["print"].ids, corpus.prints.ids[positions]]),
-                np.vstack([source["print"].weights, corpus.prints.weights[positions]])))
-        relevance = ranking.relevance(embedding, lexical, lexical_weight=settings.lexical_weight,
-                                      neighbours=settings.neighbours,
-                                      neighbour_weight=settings.neighbour_weight)
+                np.vstack([source["print"].weights, corpus.prints.weights[positions]]))).rows
+        relevance = ranking.relevance(
+            lambda which: pool_vectors[which] @ pool_vectors.T, lexical_rows,
+            lexical_weight=settings.lexical_weight, neighbours=settings.neighbours,
+            neighbour_weight=settings.neighbour_weight)
         age_days = (reference - corpus.published[positions]) / ranking.SECONDS_PER_DAY
         scores = ranking.freshness_scores(
             relevance, age_days, margin=settings.freshness_margin, half_life_days=settings.half_life_days)
         chosen, _ = ranking.select_box(
-            scores, None, k, mmr_lambda=settings.mmr_lambda,
+            scores, pool_vectors[1:], k, mmr_lambda=settings.mmr_lambda,
             duplicate_similarity=settings.duplicate_similarity,
             title_keys=corpus.title_keys[positions], query_title_key=source["title_key"],
-            pairwise=embedding[1:, 1:], source_similarity=embedding[0, 1:])
+            source_similarity=sims)
         box = [self._item(served, int(positions[i]), float(scores[i]), float(sims[i]), source, now_ts, None)
                for i in chosen]
         if len(box) < k and settings.fallback:
