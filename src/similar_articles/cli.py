@@ -1,18 +1,20 @@
 """The `similar-articles` command: the library's build, recommend, info, evaluate and demo.
 
-Exit codes: 0 success, 1 failed (nothing published), 2 bad usage or input.
+Exit codes: 0 success, 1 failed (nothing published), 2 bad usage or input, 3 build
+refused by the quality gate (nothing published; --force publishes anyway).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from .config import INDEX_KINDS, Config, EncoderConfig, IndexConfig
+from .config import ENCODER_BACKENDS, INDEX_KINDS, Config, EncoderConfig, IndexConfig
 from .errors import ConfigError, SimilarArticlesError, UnknownArticleError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -38,17 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="similar-articles", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    build = sub.add_parser("build", help="index articles from a JSONL or CSV file")
-    build.add_argument("source", type=Path, help="a .jsonl or .csv file of article rows")
-    build.add_argument("--index", type=Path, required=True, help="index folder (created if missing)")
-    build.add_argument("--format", choices=("jsonl", "csv"), help="file format (default: from the name)")
-    build.add_argument("--model", default=EncoderConfig.model, help="sentence-transformers model name or path")
-    build.add_argument("--long-text", choices=("lead", "chunks"), default=EncoderConfig.long_text)
-    build.add_argument("--index-kind", choices=INDEX_KINDS, default="auto")
-    build.add_argument("--keep", type=int, default=3, help="snapshots kept for rollback (default 3)")
-    build.add_argument("--errors", type=Path, help="write skipped rows to this JSONL file")
-    build.set_defaults(run=_build)
-
+    _add_build(sub)
+    _add_rollback(sub)
     _add_export(sub)
 
     rec = sub.add_parser("recommend", help="print the box for an indexed article")
@@ -82,35 +75,110 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build(args: argparse.Namespace) -> int:
-    from .recommender import Recommender
-    from .sources import collect_articles, read_rows
+def _add_build(sub) -> None:
+    build = sub.add_parser(
+        "build", help="rebuild the index from files or a SQL database and publish it",
+        description="Read every source, encode only new or changed articles, check the quality "
+                    "gate and publish a new snapshot atomically. Exit codes: 0 published (or dry "
+                    "run done), 1 failed (nothing published), 2 bad usage, 3 refused by the gate.")
+    build.add_argument("sources", nargs="*", metavar="SOURCE",
+                       help="JSONL, CSV or Parquet files, glob patterns (quoted) or folders")
+    build.add_argument("--index", type=Path, required=True, help="index folder (created if missing)")
+    build.add_argument("--format", choices=("jsonl", "csv", "parquet"),
+                       help="file format of every SOURCE (default: from each name)")
+    sql = build.add_argument_group("SQL source (any database SQLAlchemy reaches)")
+    sql.add_argument("--sql-url", default=os.environ.get(SQL_URL_ENV),
+                     help=f"e.g. sqlite:///archive.db or postgresql+psycopg2://user@host/db "
+                          f"(default: ${SQL_URL_ENV}, which keeps a password out of the process list)")
+    sql.add_argument("--query", help="SELECT returning one row per article")
+    sql.add_argument("--table", help="read this whole table (schema.table allowed)")
+    build.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                       help="take a field from another column, e.g. --map body=article_text (repeatable)")
+    build.add_argument("--vector-column", metavar="COLUMN",
+                       help="use precomputed vectors from this column instead of encoding")
+    build.add_argument("--model", default=EncoderConfig.model, help="sentence-transformers model name or path")
+    build.add_argument("--long-text", choices=("lead", "chunks"), default=EncoderConfig.long_text)
+    build.add_argument("--backend", choices=ENCODER_BACKENDS, default=EncoderConfig.backend,
+                       help="torch, or an ONNX export (faster to load and to run; see README)")
+    build.add_argument("--index-kind", choices=INDEX_KINDS, default="auto")
+    build.add_argument("--cache", type=Path, help="embedding cache file (default: INDEX/embeddings.sqlite)")
+    build.add_argument("--keep", type=int, default=3, help="snapshots kept for rollback (default 3)")
+    build.add_argument("--chunk-rows", type=int, default=512, metavar="N",
+                       help="articles encoded and committed to the cache at a time (default 512)")
+    build.add_argument("--errors", type=Path,
+                       help="JSONL file of skipped rows (default: INDEX/last-build-errors.jsonl)")
+    build.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
+                       help="a quality-gate limit, e.g. --gate max_churn=0.8 or --gate min_coverage=0.9 "
+                            "('none' turns a check off; see docs/batch.md)")
+    build.add_argument("--force", action="store_true", help="publish even if the quality gate fails")
+    build.add_argument("--dry-run", action="store_true", help="do everything but publish")
+    build.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
+                       help="bars on a terminal, log lines otherwise (default auto)")
+    build.add_argument("--json", action="store_true", help="print the build report as JSON")
+    build.set_defaults(run=_build)
 
-    started = time.perf_counter()
-    articles, errors = collect_articles(read_rows(args.source, fmt=args.format), source=str(args.source))
-    _report_errors(errors, args.errors)
-    if not articles:
-        print(f"error: {args.source} gave no valid articles; nothing was published", file=sys.stderr)
-        return EXIT_FAILED
-    config = Config(encoder=EncoderConfig(model=args.model, long_text=args.long_text),
+
+def _add_rollback(sub) -> None:
+    rollback = sub.add_parser("rollback", help="serve the previously published snapshot again")
+    rollback.add_argument("--index", type=Path, required=True)
+    rollback.add_argument("--to", metavar="VERSION", help="a kept snapshot version instead of the previous one")
+    rollback.set_defaults(run=_rollback)
+
+
+SQL_URL_ENV = "SIMILAR_ARTICLES_SQL_URL"
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .batch import GateLimits, run_build
+    from .sources import SqlSource, parse_mapping
+
+    _log_to_stderr()
+    mapping = parse_mapping(args.map)
+    if (args.query or args.table) and not args.sql_url:
+        raise ConfigError(f"--query and --table read from a database: give --sql-url (or set ${SQL_URL_ENV})")
+    sources: list = list(args.sources)
+    if args.sql_url and (args.query or args.table or not sources):
+        sources.append(SqlSource(args.sql_url, query=args.query, table=args.table, mapping=mapping))
+    if not sources:
+        raise ConfigError("nothing to read: name SOURCE files or give --sql-url with --query or --table")
+    config = Config(encoder=EncoderConfig(model=args.model, long_text=args.long_text, backend=args.backend),
                     index=IndexConfig(kind=args.index_kind))
-    rec = Recommender.build(articles, args.index, config=config, progress=True, keep=args.keep)
-    info = rec.info()
-    print(f"published {info['articles']} articles ({rec.manifest['encoded']} encoded, the rest from "
-          f"cache; {len(errors)} rows skipped) as {info['path']} with a {info['index_kind']} index "
-          f"in {time.perf_counter() - started:.1f} s")
+    progress = {"auto": "auto", "bar": True, "log": "log", "none": False}[args.progress]
+    report = run_build(sources, args.index, config=config, force=args.force, dry_run=args.dry_run,
+                       keep=args.keep, gate=GateLimits.from_overrides(args.gate), progress=progress,
+                       errors_path=args.errors, fmt=args.format, mapping=mapping,
+                       vector_column=args.vector_column, cache=args.cache or True,
+                       chunk_rows=args.chunk_rows)
+    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())
+    return report.exit_code
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from .snapshot import rollback
+
+    now, was = rollback(args.index, to=args.to)
+    print(f"now serving {now.name} (was {was.name}); running servers switch at their next reload check")
     return EXIT_OK
 
 
-def _report_errors(errors, report_path: Path | None) -> None:
-    for error in errors[:20]:
-        print(f"skipped: {error}", file=sys.stderr)
-    if len(errors) > 20:
-        print(f"skipped: ... and {len(errors) - 20} more rows", file=sys.stderr)
-    if report_path and errors:
-        with open(report_path, "w", encoding="utf-8") as f:
-            for error in errors:
-                f.write(json.dumps(error.to_dict(), ensure_ascii=False) + "\n")
+def _log_to_stderr() -> None:
+    """Stage lines and skipped rows on stderr; timestamps when it is a log, not a terminal."""
+    import logging
+
+    class StderrHandler(logging.StreamHandler):
+        """Writes to whatever sys.stderr is at the time (tests swap it)."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger("similar_articles")
+    if not any(isinstance(h, StderrHandler) or getattr(h, "_similar_articles_cli", False)
+               for h in logger.handlers):
+        handler = StderrHandler()
+        handler._similar_articles_cli = True
+        handler.setFormatter(logging.Formatter(
+            "%(message)s" if sys.stderr.isatty() else "%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _recommend(args: argparse.Namespace) -> int:
