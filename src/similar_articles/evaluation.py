@@ -54,7 +54,6 @@ class EvalCorpus:
     vectors: np.ndarray
     report: dict[str, int] = field(default_factory=dict)
     encoded: int = 0
-    fingerprints: Any = None  # lexical fingerprints, made on first use by prototype_boxes
 
     def __post_init__(self) -> None:
         self.ids = [a.id for a in self.articles]
@@ -259,66 +258,48 @@ def random_boxes(corpus: EvalCorpus, source_ids: Iterable[str], k: int, *, seed:
 
 
 # ------------------------------------------------------------ ranking prototypes
-def prototype_boxes(corpus: EvalCorpus, source_ids: Iterable[str], k: int, *,
-                    ranking_config: RankingConfig | None = None, now: datetime | None = None,
-                    section_bonus: float = 0.0, **overrides: Any) -> Boxes:
-    """Our ranking, rebuilt from the library's pure functions (``ranking``, ``lexical``)
-    for a corpus held in memory, plus one feature the library may not have yet:
+POOL_K = 12  # k whose FAISS fetch (max(candidates, 4k) = 50) equals a k=2 call's pool
+
+
+def scored_pools(rec: "Recommender", source_ids: Iterable[str], *, now: datetime | None = None,
+                 pool_k: int = POOL_K, **overrides: Any) -> dict[str, list["Recommendation"]]:
+    """Each source's best related candidates with the library's own scores (relevance +
+    freshness), copies already collapsed: a box of ``pool_k`` with MMR and fallback off.
+    Re-rank them with :func:`rerank_boxes` to prototype a ranking feature on top of the
+    library without re-implementing it."""
+    overrides = {**overrides, "mmr_lambda": 1.0, "fallback": False}
+    return recommend_all(rec, source_ids, pool_k, now=now, **overrides)
+
+
+def rerank_boxes(pools: Mapping[str, Sequence["Recommendation"]], corpus: EvalCorpus, k: int, *,
+                 ranking_config: RankingConfig | None = None, section_bonus: float = 0.0) -> Boxes:
+    """Boxes chosen from :func:`scored_pools` by the library's MMR and story dedup
+    (``ranking.select_box``), after adding an optional feature to the scores:
 
     section_bonus: added to the score of candidates in the source's section (a same
         section preference, as sites use). Like freshness it only reorders candidates
-        whose relevance lies within the bonus of each other.
+        whose scores lie within the bonus of each other.
 
-    With the bonus at 0 it reproduces ``Recommender.recommend`` on an indexed corpus
-    without removals, minus the fallback fill (tests hold it to that), so a difference
-    between the two is the feature and nothing else.
+    With the bonus at 0 the boxes match ``Recommender.recommend``'s (tests and notebook 1
+    measure the agreement), so a difference is the feature, not a re-implementation.
     """
-    from .lexical import Fingerprints, LexicalModel, similarity_matrix
-
-    settings = replace_ranking(ranking_config or RankingConfig(), overrides)
-    vectors = corpus.vectors
-    now_ts = (now or datetime.now(timezone.utc)).timestamp()
-    alive = np.ones(len(corpus), dtype=bool)
-    section_codes = np.unique(corpus.sections, return_inverse=True)[1].astype(np.int32)
-    prints = corpus.fingerprints
-    if prints is None:
-        _, prints = LexicalModel.fit([a.text for a in corpus.articles])
-        corpus.fingerprints = prints
+    settings = ranking_config or RankingConfig()
     boxes: Boxes = {}
-    source_ids = list(source_ids)
-    fetch = max(settings.candidates, 4 * k)
-    for start in range(0, len(source_ids), 256):
-        part = source_ids[start:start + 256]
-        rows = np.array([corpus.position[i] for i in part])
-        all_sims = vectors[rows] @ vectors.T
-        for source, row, sims_row in zip(part, rows, all_sims):
-            source_pub = corpus.published[row]
-            by_article = settings.recency_reference == "article" and not np.isnan(source_pub)
-            reference = source_pub if by_article else now_ts
-            positions = np.argsort(-sims_row, kind="stable")[:fetch]
-            sims = sims_row[positions]
-            ok = ranking.eligible(
-                positions, alive=alive, published=corpus.published, now=now_ts, reference=reference,
-                max_age_days=settings.max_age_days, excluded=np.array([row]),
-                section_codes=section_codes, allowed_sections=None) & (sims >= settings.min_similarity)
-            positions = positions[ok]
-            pool = np.concatenate([[row], positions])
-            embedding = vectors[pool] @ vectors[pool].T
-            lexical = similarity_matrix(prints.take(pool)) if settings.lexical_weight > 0 else None
-            relevance = ranking.relevance(embedding, lexical, lexical_weight=settings.lexical_weight,
-                                          neighbours=settings.neighbours,
-                                          neighbour_weight=settings.neighbour_weight)
-            age_days = (reference - corpus.published[positions]) / SECONDS_PER_DAY
-            scores = ranking.freshness_scores(relevance, age_days, margin=settings.freshness_margin,
-                                              half_life_days=settings.half_life_days)
-            if section_bonus and corpus.sections[row]:
-                scores = scores + section_bonus * (corpus.sections[positions] == corpus.sections[row])
-            chosen, _ = ranking.select_box(
-                scores, None, k, mmr_lambda=settings.mmr_lambda,
-                duplicate_similarity=settings.duplicate_similarity,
-                title_keys=corpus.title_keys[positions], query_title_key=int(corpus.title_keys[row]),
-                pairwise=embedding[1:, 1:], source_similarity=embedding[0, 1:])
-            boxes[source] = [corpus.ids[positions[i]] for i in chosen]
+    for source, items in pools.items():
+        row = corpus.position[source]
+        positions = np.array([corpus.position[item.id] for item in items], dtype=np.int64)
+        if not len(positions):
+            boxes[source] = []
+            continue
+        scores = np.array([item.score for item in items], dtype=np.float64)
+        if section_bonus and corpus.sections[row]:
+            scores = scores + section_bonus * (corpus.sections[positions] == corpus.sections[row])
+        chosen, _ = ranking.select_box(
+            scores, corpus.vectors[positions], k, mmr_lambda=settings.mmr_lambda,
+            duplicate_similarity=settings.duplicate_similarity,
+            title_keys=corpus.title_keys[positions], query_vector=corpus.vectors[row],
+            query_title_key=int(corpus.title_keys[row]))
+        boxes[source] = [corpus.ids[positions[i]] for i in chosen]
     return boxes
 
 
@@ -328,13 +309,18 @@ def library_has_option(name: str) -> bool:
 
 
 def section_bonus_boxes(rec: "Recommender", corpus: EvalCorpus, source_ids: Sequence[str], k: int,
-                        bonus: float, *, now: datetime | None = None, **overrides: Any) -> Boxes:
-    """Our pipeline with a same-section bonus: the library's own ``section_bonus``
-    option when it has one, else the :func:`prototype_boxes` re-implementation."""
+                        bonus: float, *, now: datetime | None = None,
+                        pools: Mapping[str, Sequence["Recommendation"]] | None = None,
+                        **overrides: Any) -> Boxes:
+    """Our pipeline with a same-section bonus (and any RankingConfig ``overrides``):
+    the library's own ``section_bonus`` option when it has one, else
+    :func:`rerank_boxes` over :func:`scored_pools` (pass ``pools``, made with the same
+    overrides, to reuse them across k and bonus values)."""
     if library_has_option("section_bonus"):
         return recommender_boxes(rec, source_ids, k, now=now, section_bonus=bonus, **overrides)
-    return prototype_boxes(corpus, source_ids, k, ranking_config=rec.config.ranking, now=now,
-                           section_bonus=bonus, **overrides)
+    pools = pools if pools is not None else scored_pools(rec, source_ids, now=now, **overrides)
+    return rerank_boxes({s: pools[s] for s in source_ids}, corpus, k,
+                        ranking_config=replace_ranking(rec.config.ranking, overrides), section_bonus=bonus)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -528,6 +514,16 @@ def churn(before: Boxes, after: Boxes) -> float:
     return float(np.mean(changed))
 
 
+def box_agreement(a: Boxes, b: Boxes, *, ordered: bool = True) -> float:
+    """Share of the sources both have whose boxes are identical (as lists, or as sets
+    when not ``ordered``)."""
+    common = [s for s in a if s in b]
+    if not common:
+        return float("nan")
+    same = [(a[s] == b[s]) if ordered else (set(a[s]) == set(b[s])) for s in common]
+    return float(np.mean(same))
+
+
 def event_groups(events: "pd.DataFrame", kind: str | None = None,
                  ids: Iterable[str] | None = None) -> dict[str, list[str]]:
     """event_id -> article ids from the event-label table (optionally one ``kind``,
@@ -614,7 +610,7 @@ def bbc_report(corpus: EvalCorpus | None = None, ks: Sequence[int] = (2, 5, 10),
     encoder, TF-IDF, recent-in-section and random, precision@k and nDCG.
 
     section_bonus: also report the pipeline with a same-section bonus prototype (see
-        :func:`prototype_boxes`); on BBC the section is the topic label, so that row
+        :func:`section_bonus_boxes`); on BBC the section is the topic label, so that row
         uses the label at query time, as a site's section preference would.
     """
     corpus = corpus or load_corpus("bbc")
