@@ -1,0 +1,178 @@
+"""recommend(id, k=2) latency, throughput and memory at 10k / 100k / 1M articles.
+
+Vectors: the real NewsArticles vectors (default model, shared cache) plus synthetic ones
+from a Gaussian fitted to them (see _common.py). For each size and index kind: build
+time, p50/p99 latency of recommend(id, k=2) on random indexed ids, calls per second,
+resident memory per article of a fresh process that loads the index, recall@10 of the
+index's own search against exact search for real-article queries, brute-force numpy top-50
+(the same vectors, in the same run) for the speed-up, and, at the size given by
+--many-at, recommend_many against a loop and recommend(unseen article).
+
+    .venv/bin/python benchmarks/bench_recommend.py                      # 10k, 100k
+    .venv/bin/python benchmarks/bench_recommend.py --sizes 1000000 --kinds hnsw hnsw-sq8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+NOW = datetime(2018, 6, 1, tzinfo=timezone.utc)
+
+
+def kind_config(kind: str, args):
+    from similar_articles.config import Config, IndexConfig
+
+    base, _, store = kind.partition("-")
+    return Config(index=IndexConfig(kind=base, store=store or "float", hnsw_m=args.hnsw_m,
+                                    ef_search=args.ef_search, ef_construction=args.ef_construction,
+                                    ivf_nprobe=args.nprobe))
+
+
+def measure_load(path: str) -> None:
+    """Run in a fresh process: RSS growth from loading an index (and serving a call)."""
+    import gc
+
+    from similar_articles import Recommender
+    from similar_articles.embedding import SentenceTransformerEncoder
+
+    encoder = SentenceTransformerEncoder()  # not loaded: indexed ids need no model
+    gc.collect()
+    before = C.rss_bytes()
+    started = time.perf_counter()
+    rec = Recommender.load(path, encoder=encoder, verify=False, reload_interval=None)
+    load_s = time.perf_counter() - started
+    first = rec._served.corpus.ids[0]
+    rec.recommend(first, k=2, now=NOW)
+    gc.collect()
+    after = C.rss_bytes()
+    print(json.dumps({"rss_growth": after - before, "load_s": load_s, "count": len(rec)}))
+
+
+def brute_force_ms(vectors: np.ndarray, queries: np.ndarray, n: int = 50) -> np.ndarray:
+    """What a site would do without an index: one matrix-vector product and a partial
+    sort per call (numpy's BLAS on every core)."""
+    def call(q):
+        sims = vectors @ q
+        top = np.argpartition(-sims, n)[:n]
+        return top[np.argsort(-sims[top])]
+
+    return C.latencies_ms(call, list(queries), warmup=3)
+
+
+def recall_at_10(rec, vectors: np.ndarray, real_n: int, rng) -> float:
+    picks = rng.choice(real_n, size=min(300, real_n), replace=False)
+    queries = vectors[picks]
+    exact = C.exact_top(vectors, queries, 10)
+    index = rec._served.index
+    hits = 0
+    for q, e in zip(queries, exact):
+        _, found = index.search(q, 10)
+        hits += len(set(found.tolist()) & set(e.tolist()))
+    return hits / (10 * len(queries))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "hnsw-sq8", "ivf"])
+    parser.add_argument("--queries", type=int, default=2000, help="recommend calls timed per index")
+    parser.add_argument("--many-at", type=int, default=100_000, help="size at which recommend_many "
+                        "and unseen-article calls are timed (0: never)")
+    parser.add_argument("--hnsw-m", type=int, default=16)
+    parser.add_argument("--ef-search", type=int, default=96)
+    parser.add_argument("--ef-construction", type=int, default=80)
+    parser.add_argument("--nprobe", type=int, default=24)
+    parser.add_argument("--work", type=Path, default=None, help="where indexes are built "
+                        "(default: data/cache/bench-recommend; deleted after each)")
+    parser.add_argument("--measure-load", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure_load:
+        measure_load(args.measure_load)
+        return
+
+    from similar_articles import Recommender
+    from similar_articles.corpora import data_dir
+    from similar_articles.embedding import SentenceTransformerEncoder
+
+    C.print_machine("bench_recommend: recommend(id, k=2)")
+    articles, real = C.news_articles()
+    print(f"real vectors: {len(real)} NewsArticles; synthetic: Gaussian fit (mean + covariance), normalised\n")
+    work = args.work or data_dir() / "bench-recommend"
+    encoder = SentenceTransformerEncoder()
+    rows_out, many_rows = [], []
+    rng = np.random.default_rng(0)
+    for size in args.sizes:
+        rows, vectors = C.scaled_corpus(articles, real, size)
+        ids = [r["id"] for r in rows]
+        picks = rng.choice(size, size=min(args.queries, size), replace=False)
+        query_ids = [ids[i] for i in picks]
+        brute = C.summary(brute_force_ms(vectors, vectors[picks[:200]]))
+        rows_out.append([f"{size:,}", "numpy brute force (top 50, no ranking)", "-", brute["p50"], brute["p99"],
+                         brute["per_s"], "-", "1.000", "1.0x"])
+        print(f"{size:,}: numpy brute force p50 {brute['p50']:.2f} ms", flush=True)
+        for kind in args.kinds:
+            path = work / f"{size}-{kind}"
+            shutil.rmtree(path, ignore_errors=True)
+            started = time.perf_counter()
+            rec = Recommender.build(rows, path, embeddings=vectors, config=kind_config(kind, args),
+                                    encoder=encoder, cache=False)
+            build_s = time.perf_counter() - started
+            ms = C.latencies_ms(lambda i: rec.recommend(i, k=2, now=NOW), query_ids)
+            s = C.summary(ms)
+            recall = recall_at_10(rec, vectors, min(len(real), size), rng)
+            load = json.loads(subprocess.run(
+                [sys.executable, __file__, "--measure-load", str(path)], capture_output=True, text=True,
+                check=True).stdout.strip().splitlines()[-1])
+            per_article = load["rss_growth"] / size
+            rows_out.append([f"{size:,}", kind, build_s, s["p50"], s["p99"], s["per_s"],
+                             f"{per_article:,.0f} B", f"{recall:.3f}", f"{brute['p50'] / s['p50']:.1f}x"])
+            print(f"{size:,} {kind}: build {build_s:.1f} s, p50 {s['p50']:.3f} ms, p99 {s['p99']:.3f} ms, "
+                  f"{per_article:,.0f} B/article, recall@10 {recall:.3f}", flush=True)
+            if size == args.many_at and kind == args.kinds[-1] or (size == args.many_at and kind == "hnsw"):
+                many_rows += bench_many_and_unseen(rec, query_ids, articles, size, kind)
+            del rec
+            shutil.rmtree(path, ignore_errors=True)
+    print()
+    C.print_table(["articles", "index", "build s", "p50 ms", "p99 ms", "calls/s", "RSS/article",
+                   "recall@10", "speed-up vs numpy (p50)"], rows_out)
+    if many_rows:
+        C.print_table(["articles", "index", "what", "per article ms", "note"], many_rows)
+
+
+def bench_many_and_unseen(rec, query_ids, articles, size, kind):
+    out = []
+    ids = query_ids[:1000]
+    started = time.perf_counter()
+    for article_id in ids:
+        rec.recommend(article_id, k=2, now=NOW)
+    loop_ms = (time.perf_counter() - started) * 1000 / len(ids)
+    started = time.perf_counter()
+    rec.recommend_many(ids, k=2, now=NOW)
+    many_ms = (time.perf_counter() - started) * 1000 / len(ids)
+    out.append([f"{size:,}", kind, "recommend loop (k=2)", loop_ms, f"{len(ids)} ids"])
+    out.append([f"{size:,}", kind, "recommend_many (k=2)", many_ms, f"{loop_ms / many_ms:.1f}x faster per article"])
+    unseen = [{"id": f"unseen-{i}", "title": a.title, "body": a.body, "section": a.section,
+               "published_at": a.published_at.isoformat() if a.published_at else None}
+              for i, a in enumerate(articles[-40:])]
+    rec.encoder.model  # load the model outside the timing
+    ms = C.latencies_ms(lambda row: rec.recommend(row, k=2, now=NOW), unseen, warmup=3)
+    s = C.summary(ms)
+    out.append([f"{size:,}", kind, "recommend(unseen article) p50", s["p50"],
+                f"p99 {s['p99']:.1f} ms; full-length NewsArticles texts, torch encoder"])
+    return out
+
+
+if __name__ == "__main__":
+    main()
