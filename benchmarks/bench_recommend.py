@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2000, help="recommend calls timed per index")
     parser.add_argument("--many-at", type=int, default=100_000, help="size at which recommend_many "
                         "and unseen-article calls are timed (0: never)")
-    parser.add_argument("--hnsw-m", type=int, default=16)
-    parser.add_argument("--ef-search", type=int, default=96)
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-search", type=int, default=128)
     parser.add_argument("--ef-construction", type=int, default=80)
     parser.add_argument("--nprobe", type=int, default=24)
     parser.add_argument("--work", type=Path, default=None, help="where indexes are built "
