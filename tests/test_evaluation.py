@@ -181,3 +181,12 @@ def test_news100_default_boxes_are_full_without_copies(news100_corpus, tmp_path_
     row = ev.health_row(boxes, corpus, 2, is_same_story=ev.same_story_checker(corpus), now=now)
     assert set(row) >= {"coverage", "duplicate_rate", "hub_gini", "top1pct_share", "diversity",
                         "median_abs_days_from_source"}
+
+
+def test_cli_has_an_evaluate_command(capsys):
+    from similar_articles.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--help"])
+    assert exit_.value.code == 0
+    assert "bbc" in capsys.readouterr().out
