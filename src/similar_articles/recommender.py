@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from numpy.dtypes import StringDType
 
 from . import ranking
 from .articles import Article
@@ -54,7 +53,12 @@ class Recommendation:
         return data
 
 
-_TEXT = StringDType(na_object=None)
+try:  # numpy >= 2: compact variable-width strings; older numpy: object arrays (as lists)
+    from numpy.dtypes import StringDType
+
+    _TEXT = StringDType(na_object=None)
+except ImportError:  # pragma: no cover
+    _TEXT = np.dtype(object)
 _TAG_SEP = "\x1f"  # unit separator: never inside a tag after normalisation
 
 
