@@ -125,3 +125,11 @@ def test_relevance_blends_terms_and_rewards_neighbourhood_consensus():
     blended = ranking.relevance(rows, lexical.__getitem__, lexical_weight=0.5, neighbours=0,
                                 neighbour_weight=0)
     assert blended.argmax() == 1
+
+
+def test_section_bonus_reorders_near_ties_only():
+    scores = np.array([0.70, 0.69, 0.50])
+    codes = np.array([1, 2, 2])
+    boosted = ranking.section_scores(scores, codes, 2, 0.03)
+    assert boosted.argmax() == 1  # a near tie goes to the source's section
+    assert boosted[2] < boosted[0]  # a clearly less relevant one stays behind

@@ -92,6 +92,13 @@ def freshness_scores(relevance: np.ndarray, age_days: np.ndarray, *, margin: flo
     return relevance + margin * recency_decay(age_days, half_life_days)
 
 
+def section_scores(scores: np.ndarray, section_codes: np.ndarray, source_code: int,
+                   bonus: float) -> np.ndarray:
+    """Scores plus ``bonus`` for candidates of the source's section. Like freshness, a
+    small bonus only reorders candidates of nearly equal relevance."""
+    return scores + bonus * (section_codes == source_code)
+
+
 def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: float,
                duplicate_similarity: float, title_keys: np.ndarray,
                query_vector: np.ndarray | None = None, query_title_key: int = 0,

@@ -531,6 +531,10 @@ class Recommender:
         age_days = (reference - corpus.published[positions]) / ranking.SECONDS_PER_DAY
         scores = ranking.freshness_scores(
             relevance, age_days, margin=settings.freshness_margin, half_life_days=settings.half_life_days)
+        source_code = corpus.section_codes_by_name.get(source["section"]) if source["section"] else None
+        if settings.section_bonus and source_code is not None:
+            scores = ranking.section_scores(scores, corpus.section_codes[positions], source_code,
+                                            settings.section_bonus)
         chosen, _ = ranking.select_box(
             scores, pool_vectors[1:], k, mmr_lambda=settings.mmr_lambda,
             duplicate_similarity=settings.duplicate_similarity,
