@@ -80,8 +80,10 @@ def test_leftovers_of_dead_builds_are_cleaned(tmp_path):
     live = tmp_path / SNAPSHOTS / f".tmp-20260101T000000000000Z-p{os.getpid()}-abc"
     dead.mkdir()
     live.mkdir()
-    assert clean_staging(tmp_path) == [dead]
-    assert live.exists() and not dead.exists()
+    half_switched = tmp_path / f".current.{dead_pid()}.tmp"  # killed inside point_current
+    half_switched.symlink_to(dead)
+    assert clean_staging(tmp_path) == [dead, half_switched]
+    assert live.exists() and not dead.exists() and not half_switched.is_symlink()
 
 
 # ------------------------------------------------------------------ rollback

@@ -177,6 +177,11 @@ def clean_staging(root: Path) -> list[Path]:
         if writer_dead or _older_than(staging, hours=1):
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
+    for link in Path(root).glob(f".{CURRENT}.*.tmp"):  # a switch killed halfway (point_current)
+        pid = link.name.split(".")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            link.unlink(missing_ok=True)
+            removed.append(link)
     return removed
 
 

@@ -238,7 +238,9 @@ def _has_surrogates(text: str) -> bool:
 def _parquet_file(path: Path):
     pq = _import("pyarrow.parquet", "pyarrow", "to read Parquet files")
     try:
-        return pq.ParquetFile(path)
+        # pre_buffer=False: with it, the reader keeps every column chunk it has read
+        # until the file is closed (364 MB after 100k rows with a vector column).
+        return pq.ParquetFile(path, pre_buffer=False)
     except Exception as exc:
         raise SourceError(f"{path}: not a readable Parquet file ({exc})") from None
 
