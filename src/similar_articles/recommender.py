@@ -20,7 +20,7 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
                      SimilarArticlesError, UnknownArticleError)
 from .index import FaissIndex, create_index
-from .lexical import Fingerprints, LexicalModel, PoolTerms
+from .lexical import Fingerprints, LexicalModel, PoolTerms, new_table
 from .snapshot import CURRENT, read_snapshot, resolve_snapshot_dir, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,7 @@ class _Served:
     manifest: dict
     path: Path | None
     lock: threading.RLock = None  # guards FAISS and the columns against concurrent add()
+    term_table: np.ndarray | None = None  # PoolTerms' scratch table, made on first use
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -521,9 +522,12 @@ class Recommender:
             if len(positions) else query[None, :]
         lexical_rows = None
         if source["print"] is not None and settings.lexical_weight > 0:
+            if served.term_table is None:
+                served.term_table = new_table()
             lexical_rows = PoolTerms(Fingerprints(
                 np.vstack([source["print"].ids, corpus.prints.ids[positions]]),
-                np.vstack([source["print"].weights, corpus.prints.weights[positions]]))).rows
+                np.vstack([source["print"].weights, corpus.prints.weights[positions]])),
+                served.term_table).rows
         relevance = ranking.relevance(
             lambda which: pool_vectors[which] @ pool_vectors.T, lexical_rows,
             lexical_weight=settings.lexical_weight, neighbours=settings.neighbours,
