@@ -269,8 +269,6 @@ def _demo_sources(rows: list[dict], count: int) -> list[dict]:
     return picked
 
 
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def _add_export(sub) -> None:
@@ -352,3 +350,7 @@ def _export_parquet(rec, ids: list[str], args: argparse.Namespace, now, staging:
     finally:
         if writer is not None:
             writer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
