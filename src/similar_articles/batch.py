@@ -559,7 +559,7 @@ class _Lexical:
         counts = self._counts(hashes)
         missing = {h: a for h, a in zip(hashes, articles) if h not in counts}
         if missing:
-            matrix = lexical._vectorizer().transform(a.text[:lexical.TEXT_CHARS] for a in missing.values()).tocsr()
+            matrix = lexical.term_counts([a.text for a in missing.values()])
             fresh = {h: (matrix.indices[matrix.indptr[i]:matrix.indptr[i + 1]].astype(np.int32),
                          matrix.data[matrix.indptr[i]:matrix.indptr[i + 1]].astype(np.float32))
                      for i, h in enumerate(missing)}
@@ -574,10 +574,7 @@ class _Lexical:
         from scipy.sparse import csr_matrix
 
         # LexicalModel.fit's IDF, from frequencies summed over the stream.
-        n = max(len(self.hashes), 1)
-        idf = np.log((1 + n) / (1 + self.df)).astype(np.float32) + 1.0
-        idf[self.df < 2] = 0.0
-        model = LexicalModel(idf)
+        model = LexicalModel.from_document_frequencies(self.df, len(self.hashes))
         parts = []
         for start in range(0, len(self.hashes), block):
             hashes = self.hashes[start:start + block]
@@ -587,7 +584,7 @@ class _Lexical:
             matrix = csr_matrix((np.concatenate([c for _, c in rows]) if rows else np.zeros(0, np.float32),
                                  np.concatenate([i for i, _ in rows]) if rows else np.zeros(0, np.int32),
                                  indptr), shape=(len(rows), lexical.N_FEATURES))
-            parts.append(model._fingerprints(matrix))
+            parts.append(model.fingerprints(matrix))
         return model, Fingerprints(np.concatenate([p.ids for p in parts]),
                                    np.concatenate([p.weights for p in parts]))
 

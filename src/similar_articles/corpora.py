@@ -236,11 +236,8 @@ def load_news_articles(subset: str = "full") -> CorpusLoad:
         if not body:
             report["empty_body"] += 1
             continue
-        key = _normalised(body)
-        if key in seen_bodies:
-            report["duplicate_text"] += 1
+        if _repeats(body, seen_bodies, report):
             continue
-        seen_bodies.add(key)
 
         url = raw["article_source_link"].strip()
         title = title.strip()
@@ -260,6 +257,17 @@ def load_news_articles(subset: str = "full") -> CorpusLoad:
         })
     report["kept"] = len(rows)
     return CorpusLoad(rows=rows, report=report, name=f"news-{subset}")
+
+
+def _repeats(body: str, seen: set[str], report: dict[str, int]) -> bool:
+    """Whether ``body`` equals an earlier one after whitespace normalisation (counted
+    as ``duplicate_text``); remembers it otherwise."""
+    key = _normalised(body)
+    if key in seen:
+        report["duplicate_text"] += 1
+        return True
+    seen.add(key)
+    return False
 
 
 # --- BBC ---------------------------------------------------------------------------
@@ -294,11 +302,8 @@ def load_bbc() -> CorpusLoad:
             if not body:
                 report["empty_text"] += 1
                 continue
-            key = _normalised(body)
-            if key in seen_bodies:
-                report["duplicate_text"] += 1
+            if _repeats(body, seen_bodies, report):
                 continue
-            seen_bodies.add(key)
             rows.append({
                 "id": f"bbc-{topic}-{number}",
                 "title": title.strip(),

@@ -41,6 +41,11 @@ class Fingerprints:
                             np.concatenate([self.weights, other.weights]))
 
 
+def term_counts(texts: Sequence[str]):
+    """Hashed term counts of each text's first TEXT_CHARS characters, as a CSR matrix."""
+    return _vectorizer().transform(t[:TEXT_CHARS] for t in texts).tocsr()
+
+
 def _vectorizer():
     from sklearn.feature_extraction.text import HashingVectorizer
 
@@ -55,20 +60,26 @@ class LexicalModel:
         self.idf = np.asarray(idf, dtype=np.float32)
 
     @classmethod
-    def fit(cls, texts: Sequence[str]) -> tuple["LexicalModel", Fingerprints]:
-        """Learn IDF from ``texts`` and return the model with their fingerprints."""
-        counts = _vectorizer().transform(t[:TEXT_CHARS] for t in texts).tocsr()
-        df = np.bincount(counts.indices, minlength=N_FEATURES)
-        n = max(len(texts), 1)
+    def from_document_frequencies(cls, df: np.ndarray, n_documents: int) -> "LexicalModel":
+        """The model for ``n_documents`` whose term document frequencies are ``df``
+        (lets a streamed build sum frequencies chunk by chunk)."""
+        n = max(n_documents, 1)
         idf = np.log((1 + n) / (1 + df)).astype(np.float32) + 1.0
         idf[df < 2] = 0.0  # a term in one article cannot link two articles
-        model = cls(idf)
-        return model, model._fingerprints(counts)
+        return cls(idf)
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> tuple["LexicalModel", Fingerprints]:
+        """Learn IDF from ``texts`` and return the model with their fingerprints."""
+        counts = term_counts(texts)
+        model = cls.from_document_frequencies(np.bincount(counts.indices, minlength=N_FEATURES), len(texts))
+        return model, model.fingerprints(counts)
 
     def transform(self, texts: Sequence[str]) -> Fingerprints:
-        return self._fingerprints(_vectorizer().transform(t[:TEXT_CHARS] for t in texts).tocsr())
+        return self.fingerprints(term_counts(texts))
 
-    def _fingerprints(self, counts) -> Fingerprints:
+    def fingerprints(self, counts) -> Fingerprints:
+        """Fingerprints from a CSR matrix of hashed term counts (see :func:`term_counts`)."""
         n = counts.shape[0]
         ids = np.full((n, TERMS), PAD, dtype=np.int32)
         weights = np.zeros((n, TERMS), dtype=np.float32)
@@ -97,7 +108,7 @@ class PoolTerms:
     def __init__(self, prints: Fingerprints, table: np.ndarray | None = None):
         self.ids = prints.ids
         self.weights = prints.weights
-        self.table = np.zeros(N_FEATURES, dtype=np.float32) if table is None else table
+        self.table = new_table() if table is None else table
 
     def rows(self, which: np.ndarray) -> np.ndarray:
         """Cosine of the ``which`` rows against every row: shape (len(which), pool)."""
