@@ -369,7 +369,7 @@ def test_cli_reports_json_and_rolls_back(tmp_path, index, news100, encoder, caps
 
 
 # ------------------------------------------------------------------ kill -9 at every stage
-KILL_STAGES = ["read", "encode", "encode#2", "index", "gate", "write", "publish"]
+KILL_STAGES = ["read", "encode", "encode#2", "index", "candidates", "gate", "write", "publish"]
 
 
 @pytest.mark.parametrize("stage", KILL_STAGES)

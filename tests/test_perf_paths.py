@@ -99,3 +99,71 @@ def test_export_cli_writes_every_box(tmp_path, news100_index, news100, capsys):
     assert first["id"] == news100[0]["id"]
     expected = [r.to_dict() for r in news100_index.recommend(first["id"], k=2, now=NOW)]
     assert first["box"] == expected
+
+
+def _boxes_match(a, b) -> None:
+    """The same items in the same order; scores may differ in the last rounded digit
+    (a list's cosines come from numpy, a search's from FAISS: float32 either way)."""
+    assert [r.id for r in a] == [r.id for r in b]
+    assert np.allclose([r.similarity for r in a], [r.similarity for r in b], atol=2e-4)
+    assert np.allclose([r.score for r in a], [r.score for r in b], atol=2e-4)
+
+
+def _without_lists(tmp_path, news100, news100_vectors, encoder, **index):
+    config = Config(index=IndexConfig(kind="flat", candidate_lists=0, **index))
+    return Recommender.build(news100, tmp_path, embeddings=news100_vectors, encoder=encoder, config=config)
+
+
+def test_candidate_lists_give_the_boxes_a_live_search_gives(tmp_path, news100, news100_vectors, encoder):
+    listed = Recommender.build(news100, tmp_path / "lists", embeddings=news100_vectors, encoder=encoder,
+                               config=Config(index=IndexConfig(kind="flat", candidate_lists=50)))
+    assert listed._served.candidate_lists.shape == (100, 50)
+    live = _without_lists(tmp_path / "live", news100, news100_vectors, encoder)
+    assert live._served.candidate_lists is None
+    reloaded = Recommender.load(tmp_path / "lists", encoder=encoder, reload_interval=None)
+    assert reloaded._served.candidate_lists.shape == (100, 50)
+    # Narrow filters leave too few of a list: those calls search, with the same result.
+    calls = [dict(), dict(max_age_days=3), dict(sections=["sport"]), dict(min_similarity=0.5),
+             dict(candidates=80), dict(exclude_ids=[r["id"] for r in news100[:30]])]
+    for row in news100[::7]:
+        for options in calls:
+            expected = live.recommend(row["id"], k=3, now=NOW, **options)
+            _boxes_match(listed.recommend(row["id"], k=3, now=NOW, **options), expected)
+            _boxes_match(reloaded.recommend(row["id"], k=3, now=NOW, **options), expected)
+
+
+def test_candidate_lists_see_adds_and_removals(tmp_path, news100, news100_vectors, encoder):
+    rec = Recommender.build(news100[:80], tmp_path, embeddings=news100_vectors[:80], encoder=encoder,
+                            config=Config(index=IndexConfig(kind="flat", candidate_lists=10)))
+    source = news100[0]["id"]
+    first = rec.recommend(source, k=1, now=NOW)[0].id
+    rec.remove([first])
+    assert first not in {r.id for r in rec.recommend(source, k=5, now=NOW)}
+    # An article added after the build is in no list, yet one whose vector is nearly
+    # the source's still ranks first.
+    twin = {"id": "twin-of-source", "title": "A follow-up", "body": "Other words on the same matter.",
+            "published_at": news100[0].get("published_at")}
+    rec.add([twin, *news100[80:]], embeddings=np.vstack([news100_vectors[:1] * 0.99 + news100_vectors[1:2] * 0.01,
+                                                          news100_vectors[80:]]))
+    box = rec.recommend(source, k=3, now=NOW, duplicate_similarity=1.0)
+    assert box[0].id == "twin-of-source"
+    live = _without_lists(tmp_path / "live", news100[:80], news100_vectors[:80], encoder)
+    live.remove([first])
+    live.add([twin, *news100[80:]], embeddings=np.vstack([news100_vectors[:1] * 0.99 + news100_vectors[1:2] * 0.01,
+                                                           news100_vectors[80:]]))
+    for row in news100[:80:9]:
+        if row["id"] != first:
+            _boxes_match(rec.recommend(row["id"], k=3, now=NOW), live.recommend(row["id"], k=3, now=NOW))
+
+
+def test_candidate_lists_hold_each_articles_nearest_others(tmp_path, news100, news100_vectors, encoder):
+    from similar_articles.candidates import build_candidate_lists
+    from similar_articles.index import FaissIndex
+
+    index = FaissIndex.create("flat", news100_vectors.shape[1], IndexConfig())
+    index.add(news100_vectors)
+    lists = build_candidate_lists(index, 5)
+    sims = news100_vectors @ news100_vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    assert (lists[:, 0] == sims.argmax(axis=1)).mean() >= 0.99  # an exact copy may tie
+    assert not (lists == np.arange(100)[:, None]).any()  # never the article itself

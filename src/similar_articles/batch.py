@@ -46,14 +46,15 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import ConfigError, SimilarArticlesError
 from .index import create_index
 from .lexical import Fingerprints, LexicalModel
-from .recommender import CACHE_FILE, Recommender, _Corpus, _Served, _served_from
+from .recommender import (CACHE_FILE, Recommender, _Corpus, _Served, _served_from, candidate_lists_for,
+                          snapshot_arrays)
 from .snapshot import (BuildLock, clean_staging, discard_staged, publish_snapshot, read_snapshot,
                        resolve_snapshot_dir, write_snapshot)
 from .sources import ArticleReader, RowError, Source, SourceError, as_sources
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "encode", "index", "gate", "write", "publish")
+STAGES = ("read", "encode", "index", "candidates", "gate", "write", "publish")
 EXIT_PUBLISHED, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 ERRORS_FILE = "last-build-errors.jsonl"
 REPORT_FILE = "last-build.json"
@@ -776,6 +777,8 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
                 lexical_model, prints = lexical_terms.fingerprints()
                 index, corpus = _index(table, config, lexical_model, prints, bar)
                 del table, prints, lexical_terms
+            with stages.stage("candidates", "articles", total=len(index)) as bar:
+                lists = candidate_lists_for(index, config, progress=bar)
         finally:
             store.close()
     manifest = {
@@ -786,7 +789,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
     }
 
     with stages.stage("gate", "boxes") as bar:
-        served = _Served(index, corpus, manifest, None)
+        served = _Served(index, corpus, manifest, None, candidate_lists=lists)
         new = Recommender(served=served, config=config, encoder=encoder)
         now = datetime.now(timezone.utc)
         notes: list[str] = []
@@ -822,7 +825,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
 
         staged = write_snapshot(
             root, write_index=write_index, metadata=corpus.metadata(),
-            arrays=corpus.arrays(),
+            arrays=snapshot_arrays(corpus, lists),
             manifest=manifest, keep=keep, publish=False,
             extra_files={GATE_FILE: result.to_dict(), GATE_BOXES_FILE: json.dumps(result.boxes)})
     if dry_run:

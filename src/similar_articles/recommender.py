@@ -15,6 +15,7 @@ import numpy as np
 
 from . import ranking
 from .articles import Article
+from .candidates import build_candidate_lists
 from .config import Config, replace_ranking
 from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embed_articles, normalise_rows
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 MAX_K = 100
 _NO_POSITIONS = np.empty(0, dtype=np.int64)
 CACHE_FILE = "embeddings.sqlite"
+CANDIDATE_LISTS = "candidate_lists"
 ArticleLike = Article | Mapping[str, Any]
 
 
@@ -240,6 +242,7 @@ class _Served:
     path: Path | None
     lock: threading.RLock = None  # guards FAISS and the columns against concurrent add()
     term_table: np.ndarray | None = None  # PoolTerms' scratch table, made on first use
+    candidate_lists: np.ndarray | None = None  # int32 [built articles, width], see candidates.py
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -311,6 +314,7 @@ class Recommender:
                     store.close()
         index = create_index(vectors.shape[1], len(articles), config.index)
         index.add(vectors)
+        lists = candidate_lists_for(index, config, progress=progress)
         corpus = _Corpus.from_articles(articles)
         manifest = {
             "library_version": _library_version(), "model_id": encoder.model_id,
@@ -321,10 +325,11 @@ class Recommender:
         }
         folder = write_snapshot(
             root, write_index=index.save, metadata=corpus.metadata(),
-            arrays=corpus.arrays(),
+            arrays=snapshot_arrays(corpus, lists),
             manifest=manifest, keep=keep)
         manifest = read_snapshot(folder, verify=False).manifest
-        return cls(served=_Served(index, corpus, manifest, folder), config=config, encoder=encoder,
+        return cls(served=_Served(index, corpus, manifest, folder, candidate_lists=lists),
+                   config=config, encoder=encoder,
                    root=root if (root / CURRENT).exists() else None)
 
     @classmethod
@@ -501,25 +506,8 @@ class Recommender:
                     mask &= positions != pos
             return mask
 
-        # Fetch neighbours; widen while filters leave too few related ones.
-        fetch = max(settings.candidates, 4 * k)
-        while True:
-            if prefetched is not None:
-                (sims, positions), prefetched = prefetched, None
-            else:
-                sims, positions = served.index.search(query, fetch)
-            keep = positions >= 0
-            sims, positions = sims[keep], positions[keep]
-            ok = is_eligible(positions) & (sims >= settings.min_similarity)
-            exhausted = fetch >= len(served.index) or (len(sims) and sims[-1] < settings.min_similarity)
-            if ok.sum() >= min(settings.candidates, 4 * k) or exhausted or fetch >= 4096:
-                break
-            fetch *= 4
-        sims, positions = sims[ok], positions[ok]
-        # The pool: the source (row 0) and its candidates. Only the rows ranking asks
-        # for are multiplied out, keeping every product small (and off BLAS threads).
-        pool_vectors = np.vstack([query[None, :], served.index.vectors(positions)]) \
-            if len(positions) else query[None, :]
+        sims, positions, pool_vectors = self._candidates(served, query, source, k, settings,
+                                                         is_eligible, prefetched)
         lexical_rows = None
         if source["print"] is not None and settings.lexical_weight > 0:
             if served.term_table is None:
@@ -550,6 +538,40 @@ class Recommender:
             box += self._fallback(served, query, source, k - len(box), chosen_positions=positions[chosen],
                                   is_eligible=is_eligible, settings=settings, now_ts=now_ts)
         return box
+
+    def _candidates(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings,
+                    is_eligible, prefetched) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pool a box is chosen from: eligible articles at least min_similarity to
+        the source, most similar first, as (cosines, positions, pool vectors with the
+        source's in row 0). An indexed source reads its precomputed candidate list;
+        otherwise, or when the call's filters leave too few of the list, it searches."""
+        fetch = max(settings.candidates, 4 * k)
+        need = min(settings.candidates, 4 * k)
+        listed = _listed_candidates(served, query, source["position"], fetch, settings.min_similarity)
+        if listed is not None:
+            sims, positions, vectors, complete = listed
+            ok = is_eligible(positions) & (sims >= settings.min_similarity)
+            if ok.sum() >= need or complete:
+                return sims[ok], positions[ok], np.vstack([query[None, :], vectors[ok]])
+        # Search; widen while filters leave too few related ones.
+        while True:
+            if prefetched is not None:
+                (sims, positions), prefetched = prefetched, None
+            else:
+                sims, positions = served.index.search(query, fetch)
+            keep = positions >= 0
+            sims, positions = sims[keep], positions[keep]
+            ok = is_eligible(positions) & (sims >= settings.min_similarity)
+            exhausted = fetch >= len(served.index) or (len(sims) and sims[-1] < settings.min_similarity)
+            if ok.sum() >= need or exhausted or fetch >= 4096:
+                break
+            fetch *= 4
+        sims, positions = sims[ok], positions[ok]
+        # Only the rows ranking asks for are multiplied out, keeping every product
+        # small (and off BLAS threads).
+        pool_vectors = np.vstack([query[None, :], served.index.vectors(positions)]) \
+            if len(positions) else query[None, :]
+        return sims, positions, pool_vectors
 
     def _fallback(self, served: "_Served", query, source, need, *, chosen_positions, is_eligible, settings, now_ts):
         """Recent articles of the source's section, then recent overall, never a copy of
@@ -678,7 +700,65 @@ def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
         lexical = LexicalModel(arrays["lexical_idf"])
         prints = Fingerprints(arrays["lexical_ids"], arrays["lexical_weights"])
     corpus = _Corpus(columns, arrays["published"], arrays["title_keys"], lexical, prints)
-    return _Served(index, corpus, manifest, snapshot.path)
+    lists = arrays.get(CANDIDATE_LISTS) if config.index.candidate_lists else None
+    if lists is not None and (lists.ndim != 2 or len(lists) != count):
+        raise IndexCorruptedError(
+            f"{snapshot.path}: the candidate lists cover {len(lists)} articles, not {count}; "
+            "rebuild the index")
+    return _Served(index, corpus, manifest, snapshot.path, candidate_lists=lists)
+
+
+def candidate_lists_for(index: FaissIndex, config: Config, *, progress: bool | Any = False) -> np.ndarray | None:
+    """The index's candidate lists (see candidates.py), or None when the config turns
+    them off. ``progress``: True for a tqdm bar, or a bar to advance."""
+    width = config.index.candidate_lists
+    if not width:
+        return None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(index), desc="candidate lists", unit="article") as bar:
+            return build_candidate_lists(index, width, bar=bar)
+    return build_candidate_lists(index, width, bar=progress or None)
+
+
+def snapshot_arrays(corpus: "_Corpus", lists: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Every .npy array a snapshot stores."""
+    arrays = corpus.arrays()
+    if lists is not None:
+        arrays[CANDIDATE_LISTS] = lists
+    return arrays
+
+
+_MAX_UNLISTED = 4096  # articles added since the build that a listed box scores directly
+
+
+def _listed_candidates(served: "_Served", query: np.ndarray, position: int | None, fetch: int,
+                       min_similarity: float):
+    """(cosines, positions, vectors, complete) of the source's precomputed candidate
+    list plus the articles added since the build, most similar first; None when there
+    is no usable list. ``complete``: no article outside these reaches min_similarity."""
+    lists = served.candidate_lists
+    if lists is None or position is None or position >= len(lists) or fetch > lists.shape[1]:
+        return None
+    unlisted = len(served.index) - len(lists)
+    if unlisted > _MAX_UNLISTED:
+        return None
+    row = lists[position]
+    row = row[row >= 0]
+    listed = len(row)
+    if unlisted:
+        row = np.concatenate([row, np.arange(len(lists), len(served.index), dtype=row.dtype)])
+    vectors = served.index.vectors(row)
+    sims = vectors @ query
+    order = np.argsort(-sims, kind="stable")[:fetch]
+    # Articles outside the list are less similar than every listed one: when the
+    # least similar listed one returned misses min_similarity, so does everything
+    # not returned. A short list held every article the index had.
+    returned_listed = sims[order[order < listed]]
+    complete = (listed < lists.shape[1] and len(order) == len(row)) or \
+        (len(returned_listed) > 0 and float(returned_listed.min()) < min_similarity)
+    return sims[order], row[order].astype(np.int64), vectors[order], complete
 
 
 def _position_of(corpus: "_Corpus", article_id: str) -> int:

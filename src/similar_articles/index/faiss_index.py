@@ -8,6 +8,7 @@ Kinds (the manifest records one): ``flat`` (exact), ``hnsw`` (graph, approximate
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -136,6 +137,21 @@ class FaissIndex:
             return (np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64))
         with _AllCores():
             return self._index.search(queries, min(n, self._index.ntotal))
+
+    @contextlib.contextmanager
+    def wide_search(self, ef: int):
+        """Searches inside the block use an HNSW beam of at least ``ef`` (build-time
+        bulk searches can afford more recall than a live call)."""
+        hnsw = faiss.downcast_index(self._index).hnsw \
+            if self._index is not None and self.kind.startswith("hnsw") else None
+        if hnsw is None or hnsw.efSearch >= ef:
+            yield
+            return
+        before, hnsw.efSearch = hnsw.efSearch, ef
+        try:
+            yield
+        finally:
+            hnsw.efSearch = before
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """Rows at ``positions``. Float stores are read through a view of FAISS's own
