@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import similar_articles.recommender as recommender_module
-from similar_articles import Article, Config, ConfigError, Recommender, recommend
+from similar_articles import Article, Config, ConfigError, Recommender, copies, recommend
 from similar_articles.batch import (ERRORS_FILE, GATE_FILE, PAUSE_ENV, REPORT_FILE, GateLimits, run_build)
 from similar_articles.cli import main
 from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder
@@ -53,10 +53,11 @@ def warm(root: Path, rows, vectors, encoder, only=None) -> None:
 
 
 def cache_count(root: Path, kind: str = "vectors") -> int:
-    """Vectors (or term counts) in the index's cache."""
+    """Vectors (or "terms": term counts, "copies": copy sketches) in the index's cache."""
+    where = "model_id NOT LIKE 'terms|%' AND model_id NOT LIKE 'copies|%'" if kind == "vectors" \
+        else f"model_id LIKE '{kind}|%'"
     with sqlite3.connect(root / "embeddings.sqlite") as db:
-        return db.execute("SELECT COUNT(*) FROM embeddings WHERE model_id "
-                          + ("NOT LIKE" if kind == "vectors" else "LIKE") + " 'terms|%'").fetchone()[0]
+        return db.execute(f"SELECT COUNT(*) FROM embeddings WHERE {where}").fetchone()[0]
 
 
 def integrity(root: Path) -> str:
@@ -94,6 +95,7 @@ def test_rebuild_encodes_only_new_and_changed_articles_and_drops_removed_ones(
     assert len(rec) == 63 and news100[58]["id"] not in rec and news100[64]["id"] in rec
     assert Path(second.snapshot).parent == root / SNAPSHOTS and cache_count(root) == 66
     assert cache_count(root, "terms") == 66  # term counts are cached the same way
+    assert cache_count(root, "copies") == 66  # and so are copy sketches
     third = build(rows, root, encoder)  # nothing changed: nothing encoded
     assert third.encoded == 0 and third.gate.churn == 0.0
 
@@ -319,6 +321,7 @@ def test_batch_build_equals_recommender_build(tmp_path, index, news100, encoder)
     assert json.loads((a / "articles.json").read_text()) == json.loads((b / "articles.json").read_text())
     arrays = sorted(p.name for p in b.glob("*.npy"))
     assert arrays == sorted(p.name for p in a.glob("*.npy")) and "lexical_idf.npy" in arrays
+    assert f"{copies.SKETCH_ARRAY}.npy" in arrays  # from the cache and chunks: the same sketches
     for name in arrays:
         np.testing.assert_array_equal(np.load(a / name), np.load(b / name), err_msg=name)
     rec = Recommender.load(index, encoder=encoder)

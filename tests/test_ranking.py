@@ -68,6 +68,26 @@ def test_select_box_collapses_equal_headlines_and_copies_of_the_source():
     assert chosen.tolist() == [1, 2]  # the source's own copy is never shown
 
 
+def test_select_box_collapses_text_copies_whatever_their_cosine():
+    vectors = _unit([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1])  # no cosine rule
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    copy_of = {0: [2], 1: [], 2: [0], 3: []}  # items 0 and 2 are copies of each other
+    asked = []
+
+    def copies_of(i):
+        asked.append(i)
+        return np.isin(np.arange(4), copy_of[i])
+
+    chosen, dropped = ranking.select_box(scores, vectors, 3, mmr_lambda=1.0, duplicate_similarity=0.95,
+                                         title_keys=np.zeros(4, np.int64), copies_of=copies_of)
+    assert chosen.tolist() == [0, 1, 3] and dropped == 1
+    assert asked == [0, 1]  # the last item's copies are never looked up
+    chosen, dropped = ranking.select_box(scores, vectors, 3, mmr_lambda=1.0, duplicate_similarity=0.95,
+                                         title_keys=np.zeros(4, np.int64), copies_of=copies_of,
+                                         source_copies=np.array([False, True, False, False]))
+    assert chosen.tolist() == [0, 3] and dropped == 2  # item 1 copies the source
+
+
 def test_mmr_prefers_a_different_topic_over_a_redundant_one():
     vectors = _unit([1, 0, 0], [0.9, 0.43, 0], [0, 0, 1])
     scores = np.array([0.80, 0.79, 0.70])

@@ -4,9 +4,9 @@
 
 read     rows from every source, validated into articles; bad rows are skipped and
          reported (stderr + a JSONL file), a source that cannot be read fails the build
-encode   vectors (and the lexical blend's term counts) from the cache by content hash,
-         the model only for new or changed text; interleaved with read, chunk by
-         chunk, so article bodies never pile up
+encode   vectors (and the lexical blend's term counts and the copy sketches) from the
+         cache by content hash, the model only for new or changed text; interleaved
+         with read, chunk by chunk, so article bodies never pile up
 index    the FAISS index, the metadata columns and the lexical fingerprints
 gate     boxes for a fixed sample of articles, compared with those the replaced
          snapshot stored; refuse a build whose quality regressed past the limits
@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import evaluation, lexical
+from . import copies, evaluation, lexical
 from .articles import Article
 from .config import Config
 from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embed_articles, normalise_rows
@@ -513,21 +513,26 @@ class _Columns:
         self.published: list[np.ndarray] = []
         self.title_keys: list[np.ndarray] = []
         self.vectors: list[np.ndarray] = []
+        self.copy_sketches: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def add(self, articles: Sequence[Article], vectors: np.ndarray) -> None:
+    def add(self, articles: Sequence[Article], vectors: np.ndarray,
+            copy_sketches: tuple[np.ndarray, np.ndarray]) -> None:
         columns, published, title_keys = _Corpus.columns_of(articles)
         for name, values in columns.items():
             self.columns[name].extend(values)
         self.published.append(published)
         self.title_keys.append(title_keys)
         self.vectors.append(vectors)
+        self.copy_sketches.append(copy_sketches)
 
     def __len__(self) -> int:
         return len(self.columns["ids"])
 
     def corpus(self, lexical_model: LexicalModel, prints: Fingerprints) -> _Corpus:
+        sketches = (np.concatenate([rows for rows, _ in self.copy_sketches]),
+                    np.concatenate([counts for _, counts in self.copy_sketches]))
         return _Corpus(self.columns, np.concatenate(self.published), np.concatenate(self.title_keys),
-                       lexical_model, prints)
+                       lexical_model, prints, sketches)
 
 
 # Lexical fingerprints need the IDF of the whole archive before any article's top terms
@@ -590,6 +595,34 @@ class _Lexical:
                                    np.concatenate([p.weights for p in parts]))
 
 
+# Copy sketches (copies.py) cost ~0.3 ms an article to compute, so like term counts
+# they are kept in the embedding cache by content hash: an unchanged article is not
+# shingled twice. A row holds the sketch and the shingle count as uint32, stored as the
+# float32 the cache holds (bit patterns, never used as numbers).
+_COPY_SCHEME = f"copies|v{copies.SCHEME}|{copies.SLOTS}"
+
+
+class _CopySketches:
+    """Each chunk's copy sketches, from the cache or computed (and then cached)."""
+
+    def __init__(self, cache: EmbeddingCache):
+        self.cache = cache
+        self.computed = 0
+
+    def of(self, articles: Sequence[Article]) -> tuple[np.ndarray, np.ndarray]:
+        hashes = [a.content_hash for a in articles]
+        cached = {h: row.view(np.uint32) for h, row in self.cache.get_many(_COPY_SCHEME, hashes).items()}
+        missing = {h: a for h, a in zip(hashes, articles) if h not in cached}
+        if missing:
+            rows, counts = _Corpus.copy_sketches_of(list(missing.values()))
+            fresh = np.hstack([rows, counts.astype(np.uint32)[:, None]])
+            self.cache.put_many(_COPY_SCHEME, list(missing), fresh.view(np.float32))
+            cached.update(zip(missing, fresh))
+            self.computed += len(missing)
+        table = np.stack([cached[h] for h in hashes])
+        return np.ascontiguousarray(table[:, :copies.SLOTS]), table[:, copies.SLOTS].astype(np.int32)
+
+
 def _vector_rows(rows: Iterable, column: str, last: list) -> Iterator:
     """Take each row's precomputed vector out of the row. ArticleReader turns exactly one
     row into one item before it asks for the next, so ``last`` (vector, row number)
@@ -615,11 +648,11 @@ def _as_vector(value: Any, dim: int | None) -> np.ndarray | str:
 
 
 def _read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: EmbeddingCache | None,
-                     terms: _Lexical, stages: _Stages, errors: _ErrorSink, *, vector_column: str | None,
-                     chunk_rows: int) -> tuple[_Columns, int, int]:
+                     terms: _Lexical, sketches: _CopySketches, stages: _Stages, errors: _ErrorSink, *,
+                     vector_column: str | None, chunk_rows: int) -> tuple[_Columns, int, int]:
     """Stream every source, chunk by chunk: validate, then vectors from the cache (or
-    the rows) and the model for what is missing, and term counts. Returns the columns,
-    rows read and articles encoded."""
+    the rows) and the model for what is missing, term counts and copy sketches. Returns
+    the columns, rows read and articles encoded."""
     reader, table = ArticleReader(), _Columns()
     encoded = 0
     read_bar = stages.bar("read", "rows")
@@ -646,7 +679,7 @@ def _read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddi
             vectors, fresh = embed_articles(pending, encoder, cache=cache)
         encoded += fresh
         terms.add(pending)
-        table.add(pending, vectors)
+        table.add(pending, vectors, sketches.of(pending))
         encode_bar.update(len(pending))
         encode_bar.set_postfix_str(f"{encoded} encoded, {len(table) - encoded} reused")
         pending.clear()
@@ -767,7 +800,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
             lexical_terms = _Lexical(store)
             table, report.rows_read, report.encoded = _read_and_encode(
                 sources, encoder, None if cache is False or vector_column else store, lexical_terms,
-                stages, errors, vector_column=vector_column, chunk_rows=chunk_rows)
+                _CopySketches(store), stages, errors, vector_column=vector_column, chunk_rows=chunk_rows)
             report.articles = len(table)
             report.reused = report.articles - report.encoded
             if not table.columns["ids"]:

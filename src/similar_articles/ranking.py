@@ -102,7 +102,9 @@ def section_scores(scores: np.ndarray, section_codes: np.ndarray, source_code: i
 def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: float,
                duplicate_similarity: float, title_keys: np.ndarray,
                query_vector: np.ndarray | None = None, query_title_key: int = 0,
-               source_similarity: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+               source_similarity: np.ndarray | None = None,
+               source_copies: np.ndarray | None = None,
+               copies_of: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, int]:
     """Greedy MMR over a candidate pool with same-story collapse.
 
     Returns the chosen pool indices in box order and how many candidates were dropped
@@ -111,6 +113,12 @@ def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: f
     that has the pool's cosine to the source passes it as ``source_similarity``
     instead of ``query_vector``. Only the chosen items' rows of the pool's cosine
     matrix are computed: k small products, not a pool x pool one.
+
+    Same story: cosine at least ``duplicate_similarity``, an equal headline key, or a
+    near-verbatim copy whatever the cosine (``copies.py``): ``source_copies`` marks the
+    pool's copies of the source, ``copies_of(i)`` the pool's copies of pool item i. It
+    is asked only while the box still has room, so ``dropped`` leaves out copies of
+    the last item chosen.
     """
     n = len(scores)
     if n == 0 or k <= 0:
@@ -122,6 +130,8 @@ def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: f
         open_ &= source_similarity < duplicate_similarity
     if query_title_key:
         open_ &= title_keys != query_title_key
+    if source_copies is not None:
+        open_ &= ~source_copies
     redundancy = np.full(n, -np.inf, dtype=np.float64)
     chosen: list[int] = []
     dropped = n - int(open_.sum())
@@ -135,6 +145,8 @@ def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: f
         same_story = cosine >= duplicate_similarity
         if title_keys[best]:
             same_story |= title_keys == title_keys[best]
+        if copies_of is not None and len(chosen) < k:
+            same_story |= copies_of(best)
         dropped += int((same_story & open_).sum())
         open_ &= ~same_story
         redundancy = np.maximum(redundancy, cosine)

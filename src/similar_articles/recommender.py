@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import ranking
+from . import copies, ranking
 from .articles import Article
 from .candidates import build_candidate_lists
 from .config import Config, replace_ranking
@@ -148,7 +148,8 @@ class _Corpus:
     COLUMNS = ("ids", "titles", "urls", "sections", "tags", "content_hashes")
 
     def __init__(self, columns: dict[str, list], published: np.ndarray, title_keys: np.ndarray,
-                 lexical: LexicalModel | None = None, prints: Fingerprints | None = None):
+                 lexical: LexicalModel | None = None, prints: Fingerprints | None = None,
+                 copy_sketches: tuple[np.ndarray, np.ndarray] | None = None):
         self.ids = _text_column(columns["ids"])
         self.titles = _text_column(columns["titles"])
         self.urls = _text_column(columns["urls"])
@@ -158,6 +159,8 @@ class _Corpus:
         self.published = np.asarray(published, dtype=np.float64)
         self.title_keys = np.asarray(title_keys, dtype=np.int64)
         self.lexical, self.prints = lexical, prints  # None in indexes built without text
+        # copies.py's sketches and shingle counts; None in indexes built before them
+        self.copy_sketch, self.copy_shingles = copy_sketches or (None, None)
         self.alive = np.ones(len(self.ids), dtype=bool)
         self.positions = _Positions(self.ids)
         self._index_derived()
@@ -165,7 +168,11 @@ class _Corpus:
     @classmethod
     def from_articles(cls, articles: Sequence[Article]) -> "_Corpus":
         lexical, prints = LexicalModel.fit([a.text for a in articles])
-        return cls(*cls.columns_of(articles), lexical, prints)
+        return cls(*cls.columns_of(articles), lexical, prints, cls.copy_sketches_of(articles))
+
+    @staticmethod
+    def copy_sketches_of(articles: Sequence[Article]) -> tuple[np.ndarray, np.ndarray]:
+        return copies.sketches([copies.copy_text(a.body, a.title) for a in articles])
 
     @staticmethod
     def columns_of(articles: Sequence[Article]) -> tuple[dict[str, list], np.ndarray, np.ndarray]:
@@ -206,6 +213,10 @@ class _Corpus:
         self.title_keys = np.concatenate([self.title_keys, title_keys])
         if self.lexical is not None:
             self.prints = self.prints.extend(self.lexical.transform([a.text for a in articles]))
+        if self.copy_sketch is not None:
+            rows, counts = self.copy_sketches_of(articles)
+            self.copy_sketch = np.concatenate([self.copy_sketch, rows])
+            self.copy_shingles = np.concatenate([self.copy_shingles, counts])
         self.alive = np.concatenate([self.alive, np.ones(len(articles), dtype=bool)])
         for offset, article in enumerate(articles):
             old = self.positions.get(article.id)
@@ -223,6 +234,9 @@ class _Corpus:
         if self.lexical is not None:
             arrays.update(lexical_idf=self.lexical.idf, lexical_ids=self.prints.ids,
                           lexical_weights=self.prints.weights)
+        if self.copy_sketch is not None:
+            arrays[copies.SKETCH_ARRAY] = self.copy_sketch
+            arrays[copies.SHINGLES_ARRAY] = self.copy_shingles
         return arrays
 
     def live_count(self) -> int:
@@ -538,7 +552,7 @@ class Recommender:
             scores, pool_vectors[1:], k, mmr_lambda=settings.mmr_lambda,
             duplicate_similarity=settings.duplicate_similarity,
             title_keys=corpus.title_keys[positions], query_title_key=source["title_key"],
-            source_similarity=sims)
+            source_similarity=sims, **_copy_rule(corpus, source, positions, settings.copy_containment))
         box = [self._item(served, int(positions[i]), float(scores[i]), float(sims[i]), source, now_ts, None)
                for i in chosen]
         if len(box) < k and settings.fallback:
@@ -589,6 +603,10 @@ class Recommender:
             if len(chosen_positions) else query[None, :]
         shown_keys = ({source["title_key"]} | set(corpus.title_keys[chosen_positions].tolist())) - {0}
         taken = {int(p) for p in chosen_positions}
+        shown = [int(p) for p in chosen_positions]  # and the source: their copies are not shown
+        if source["position"] is not None:
+            shown.append(int(source["position"]))
+        check_copies = settings.copy_containment is not None and corpus.copy_sketch is not None
 
         def is_new_story(block: np.ndarray) -> np.ndarray:
             return is_eligible(block) & ~np.isin(corpus.title_keys[block], list(shown_keys))
@@ -613,8 +631,13 @@ class Recommender:
                 if (key and key in shown_keys) or \
                         float((shown_vectors @ vectors[i]).max()) >= settings.duplicate_similarity:
                     continue
+                if check_copies and shown and copies.copies_of(
+                        corpus.copy_sketch[pool[i]], int(corpus.copy_shingles[pool[i]]),
+                        corpus.copy_sketch[shown], corpus.copy_shingles[shown], settings.copy_containment).any():
+                    continue
                 shown_vectors = np.vstack([shown_vectors, vectors[i]])
                 shown_keys.add(key)
+                shown.append(int(pool[i]))
                 picked.append(self._item(served, int(pool[i]), float(similarity[i]), float(similarity[i]),
                                          source, now_ts, label))
         return picked
@@ -706,7 +729,14 @@ def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
     if "lexical_idf" in arrays:
         lexical = LexicalModel(arrays["lexical_idf"])
         prints = Fingerprints(arrays["lexical_ids"], arrays["lexical_weights"])
-    corpus = _Corpus(columns, arrays["published"], arrays["title_keys"], lexical, prints)
+    sketches = None
+    if copies.SKETCH_ARRAY in arrays and copies.SHINGLES_ARRAY in arrays:
+        sketches = arrays[copies.SKETCH_ARRAY], arrays[copies.SHINGLES_ARRAY]
+        if sketches[0].shape != (count, copies.SLOTS) or sketches[1].shape != (count,):
+            raise IndexCorruptedError(
+                f"{snapshot.path}: the copy sketches have shape {sketches[0].shape}, not "
+                f"({count}, {copies.SLOTS}); rebuild the index")
+    corpus = _Corpus(columns, arrays["published"], arrays["title_keys"], lexical, prints, sketches)
     lists = arrays.get(CANDIDATE_LISTS) if config.index.candidate_lists else None
     if lists is not None and (lists.ndim != 2 or len(lists) != count):
         raise IndexCorruptedError(
@@ -766,6 +796,22 @@ def _listed_candidates(served: "_Served", query: np.ndarray, position: int | Non
     complete = (listed < lists.shape[1] and len(order) == len(row)) or \
         (len(returned_listed) > 0 and float(returned_listed.min()) < min_similarity)
     return sims[order], row[order].astype(np.int64), vectors[order], complete
+
+
+def _copy_rule(corpus: "_Corpus", source: dict, positions: np.ndarray, threshold: float | None) -> dict:
+    """``ranking.select_box``'s copy arguments for a pool: which candidates copy the
+    source (an indexed one: an unseen article has no sketch here) and a lookup of which
+    candidates copy a chosen one; nothing when the rule is off or the index has no
+    sketches."""
+    if threshold is None or corpus.copy_sketch is None:
+        return {}
+    pool = copies.PoolCopies(corpus.copy_sketch[positions], corpus.copy_shingles[positions], threshold)
+    source_copies = None
+    if source["position"] is not None:
+        pos = source["position"]
+        source_copies = copies.copies_of(corpus.copy_sketch[pos], int(corpus.copy_shingles[pos]),
+                                         pool.rows, pool.counts, threshold)
+    return {"source_copies": source_copies, "copies_of": pool.of_row}
 
 
 def _position_of(corpus: "_Corpus", article_id: str) -> int:
