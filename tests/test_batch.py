@@ -206,7 +206,8 @@ def test_the_gate_catches_a_ranking_that_lets_copies_through(tmp_path, index, ne
     # The ranking collapses copies, so boxes stay clean with 20 copies indexed.
     assert report.encoded == 20 and report.status == "published"
     assert report.gate.new["duplicate_rate"] == 0.0
-    no_dedup = Config.from_dict({"ranking": {"duplicate_similarity": 1.0}})
+    # Both same-story rules off (cosine and shingle copies), as a broken setting would.
+    no_dedup = Config.from_dict({"ranking": {"duplicate_similarity": 1.0, "copy_containment": None}})
     leaky = build(news100 + copies, index, encoder, config=no_dedup, dry_run=True)
     assert leaky.gate.new["duplicate_rate"] > 0.2
     assert [c.name for c in leaky.gate.failed] == ["duplicate rise"] and leaky.status == "refused"
