@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from similar_articles import Recommender
+from similar_articles import RankingConfig, Recommender
 from similar_articles import copies
 
 WIRE = (
@@ -155,8 +155,8 @@ def _unit(v):
 
 
 def _rows_and_vectors():
-    """Six articles whose vectors we set: copies far apart in cosine (below the 0.92
-    duplicate rule), other related stories in between."""
+    """Six articles whose vectors we set: copies far apart in cosine (below the
+    duplicate_similarity rule), other related stories in between."""
     rows = [
         {"id": "wire", "title": WIRE_TITLE, "body": WIRE, "published_at": "2024-03-05T08:00:00Z", "section": "news"},
         {"id": "republished", "title": REPUBLISHED_TITLE, "body": REPUBLISHED,
@@ -186,7 +186,8 @@ def _rows_and_vectors():
 def flood_index(tmp_path, encoder):
     rows, vectors = _rows_and_vectors()
     sims = vectors @ vectors.T
-    assert sims[np.triu_indices(len(rows), 1)].max() < 0.92  # the cosine rule sees no copy
+    # the cosine rule sees no copy
+    assert sims[np.triu_indices(len(rows), 1)].max() < RankingConfig().duplicate_similarity
     Recommender.build(rows, tmp_path, embeddings=vectors, encoder=encoder)
     return tmp_path, rows, vectors
 
@@ -228,6 +229,16 @@ def test_fallback_never_shows_a_copy(flood_index, encoder):
     box = _box(rec, "wire", k=2, min_similarity=0.99)
     assert not shows_a_copy("wire", box), box
     assert "republished" in _box(rec, "wire", k=2, min_similarity=0.99, copy_containment=None)
+
+
+def test_an_unseen_article_never_gets_its_own_copies(flood_index, encoder):
+    path, _, _ = flood_index
+    rec = Recommender.load(path, encoder=encoder)
+    unseen = {"id": "cms-draft", "title": "Marle barriers fail, Eskbridge evacuated", "body": WIRE,
+              "published_at": "2024-03-06T20:00:00Z", "section": "news"}
+    box = _box(rec, unseen)
+    assert len(box) == 3 and not {"wire", "republished", "video"} & set(box), box
+    assert {"wire", "republished"} & set(_box(rec, unseen, copy_containment=None))
 
 
 def test_sketches_survive_the_snapshot_and_add(flood_index, encoder):

@@ -156,7 +156,9 @@ def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: f
 def recent_first(published: np.ndarray) -> np.ndarray:
     """Positions from newest to oldest, undated last. Computed once per snapshot."""
     key = np.where(np.isnan(published), -np.inf, published)
-    return np.argsort(-key, kind="stable")
+    order = np.argsort(-key, kind="stable")
+    # int32 halves what the order and its per-section copies hold (8 B an article).
+    return order.astype(np.int32) if len(order) < 2**31 else order
 
 
 def fallback_positions(order: Iterable[np.ndarray], need: int, is_eligible, taken: set[int]

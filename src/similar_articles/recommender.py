@@ -493,7 +493,8 @@ class Recommender:
         return vector, {"id": parsed.id, "position": corpus.positions.get(parsed.id),
                         "published": published, "section": parsed.section,
                         "title_key": ranking.title_key(parsed.title),
-                        "print": corpus.lexical.transform([parsed.text]) if corpus.lexical else None}
+                        "print": corpus.lexical.transform([parsed.text]) if corpus.lexical else None,
+                        "copy_sketch": copies.sketch(copies.copy_text(parsed.body, parsed.title))}
 
     def _box(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings, now: datetime | None,
              exclude_ids: Iterable[str], sections: Iterable[str] | None,
@@ -603,10 +604,14 @@ class Recommender:
             if len(chosen_positions) else query[None, :]
         shown_keys = ({source["title_key"]} | set(corpus.title_keys[chosen_positions].tolist())) - {0}
         taken = {int(p) for p in chosen_positions}
-        shown = [int(p) for p in chosen_positions]  # and the source: their copies are not shown
-        if source["position"] is not None:
-            shown.append(int(source["position"]))
         check_copies = settings.copy_containment is not None and corpus.copy_sketch is not None
+        # Sketches of what is shown (the source and the chosen items): no copy of them.
+        source_row, source_count = _source_sketch(corpus, source) if check_copies else (None, 0)
+        shown_rows = [corpus.copy_sketch[p] for p in chosen_positions] if check_copies else []
+        shown_counts = [int(corpus.copy_shingles[p]) for p in chosen_positions] if check_copies else []
+        if source_row is not None:
+            shown_rows.append(source_row)
+            shown_counts.append(source_count)
 
         def is_new_story(block: np.ndarray) -> np.ndarray:
             return is_eligible(block) & ~np.isin(corpus.title_keys[block], list(shown_keys))
@@ -631,13 +636,15 @@ class Recommender:
                 if (key and key in shown_keys) or \
                         float((shown_vectors @ vectors[i]).max()) >= settings.duplicate_similarity:
                     continue
-                if check_copies and shown and copies.copies_of(
+                if shown_rows and copies.copies_of(
                         corpus.copy_sketch[pool[i]], int(corpus.copy_shingles[pool[i]]),
-                        corpus.copy_sketch[shown], corpus.copy_shingles[shown], settings.copy_containment).any():
+                        np.vstack(shown_rows), np.array(shown_counts), settings.copy_containment).any():
                     continue
                 shown_vectors = np.vstack([shown_vectors, vectors[i]])
                 shown_keys.add(key)
-                shown.append(int(pool[i]))
+                if check_copies:
+                    shown_rows.append(corpus.copy_sketch[pool[i]])
+                    shown_counts.append(int(corpus.copy_shingles[pool[i]]))
                 picked.append(self._item(served, int(pool[i]), float(similarity[i]), float(similarity[i]),
                                          source, now_ts, label))
         return picked
@@ -806,12 +813,20 @@ def _copy_rule(corpus: "_Corpus", source: dict, positions: np.ndarray, threshold
     if threshold is None or corpus.copy_sketch is None:
         return {}
     pool = copies.PoolCopies(corpus.copy_sketch[positions], corpus.copy_shingles[positions], threshold)
-    source_copies = None
-    if source["position"] is not None:
-        pos = source["position"]
-        source_copies = copies.copies_of(corpus.copy_sketch[pos], int(corpus.copy_shingles[pos]),
-                                         pool.rows, pool.counts, threshold)
+    row, count = _source_sketch(corpus, source)
+    source_copies = None if row is None else copies.copies_of(row, count, pool.rows, pool.counts, threshold)
     return {"source_copies": source_copies, "copies_of": pool.of_row}
+
+
+def _source_sketch(corpus: "_Corpus", source: dict) -> tuple[np.ndarray | None, int]:
+    """The source's copy sketch and shingle count: stored for an indexed article,
+    made in _query for an unseen one."""
+    if source.get("copy_sketch") is not None:
+        return source["copy_sketch"]
+    if source["position"] is not None and corpus.copy_sketch is not None:
+        pos = source["position"]
+        return corpus.copy_sketch[pos], int(corpus.copy_shingles[pos])
+    return None, 0
 
 
 def _position_of(corpus: "_Corpus", article_id: str) -> int:
