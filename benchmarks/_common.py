@@ -6,8 +6,9 @@ vectors for scale. Synthetic vectors are drawn from a Gaussian fitted to the rea
 vectors (their mean and full 384x384 covariance) and normalised to unit length, so
 they have the real vectors' mean direction, spread and correlations between dimensions
 (the things that decide how hard a nearest-neighbour search is); synthetic metadata
-recycles real titles and URLs (suffixed, so no two titles collide) so metadata costs
-memory like real metadata.
+recycles real titles and URLs (suffixed, so no two titles collide) and real bodies with
+their words shuffled, so metadata, lexical fingerprints and copy sketches cost memory
+and time like real ones.
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ def synthetic_vectors(real: np.ndarray, n: int, *, seed: int = 0, chunk: int = 1
 
 def scaled_corpus(articles, vectors: np.ndarray, n: int, *, seed: int = 0):
     """Rows and vectors of ``n`` articles: the real ones first, then synthetic ones
-    with recycled (suffixed) real titles, URLs and sections, dated over three years."""
+    with recycled (suffixed) real titles, URLs and sections, real bodies with their
+    words shuffled, dated over three years."""
     real_n = min(len(articles), n)
     extra = n - real_n
     vecs = vectors[:real_n] if extra <= 0 else np.vstack([vectors[:real_n], synthetic_vectors(vectors, extra, seed=seed)])
@@ -193,7 +195,12 @@ def scaled_corpus(articles, vectors: np.ndarray, n: int, *, seed: int = 0):
     minutes = rng.integers(0, 3 * 365 * 24 * 60, size=extra)
     for i in range(extra):
         a = articles[i % len(articles)]
-        rows.append({"id": f"syn-{i:07d}", "title": f"{a.title} ({i})", "body": f"synthetic {i}",
+        # The real body's words in a random order: term statistics (what the lexical
+        # fingerprints and their per-call cost see) stay real-sized, while no two
+        # synthetic articles are verbatim copies (which the copy rule would collapse).
+        words = a.body.split()
+        body = " ".join(words[j] for j in rng.permutation(len(words)))
+        rows.append({"id": f"syn-{i:07d}", "title": f"{a.title} ({i})", "body": body,
                      "url": f"{a.url or 'https://example.com/news'}?v={i}", "section": a.section,
                      "published_at": (base + timedelta(minutes=int(minutes[i]))).isoformat()})
     return rows, vecs
