@@ -24,3 +24,15 @@ def test_unseen_text_uses_the_fitted_weights_and_unknown_text_gives_zeros():
     merged = prints.extend(new)
     sims = similarity_matrix(merged)
     assert sims[4, :2].min() > 0.3 and sims[4, 2:4].max() == 0 and sims[5].sum() == 0
+
+
+def test_term_overlap_equals_the_dense_cosine_of_the_fingerprints():
+    from similar_articles.corpora import load_news_articles
+
+    texts = [r.get("title", "") + " " + r.get("body", "") for r in load_news_articles("news100").rows]
+    model, prints = LexicalModel.fit(texts)
+    dense = np.zeros((len(texts), int(prints.ids.max()) + 1), dtype=np.float64)
+    for row, (ids, weights) in enumerate(zip(prints.ids, prints.weights.astype(np.float64))):
+        real = ids != PAD
+        dense[row, ids[real]] = weights[real]
+    np.testing.assert_allclose(similarity_matrix(prints), dense @ dense.T, atol=1e-3)

@@ -99,34 +99,30 @@ class LexicalModel:
 class PoolTerms:
     """A candidate pool's fingerprints, ready for any rows of its term-overlap matrix.
 
-    A row writes one article's term weights into a lookup table indexed by term id,
-    gathers the table at every pool term and sums per article: no sorting, no
-    pool-sized matrix, no BLAS call (about 40 us a row). The table (4 MB) is reused
-    across calls and left all zeros after each row; callers hold a lock per table.
+    A row sorts one article's (at most 64) term ids and binary-searches every pool
+    term among them: a few small vectorised passes, no pool-sized matrix, no BLAS call
+    and no large table (a 4 MB lookup table indexed by term id was tried: its random
+    reads cost ~160 us a row on real articles, against ~40 us for the search).
     """
 
-    def __init__(self, prints: Fingerprints, table: np.ndarray | None = None):
+    def __init__(self, prints: Fingerprints):
         self.ids = prints.ids
         self.weights = prints.weights
-        self.table = new_table() if table is None else table
 
     def rows(self, which: np.ndarray) -> np.ndarray:
         """Cosine of the ``which`` rows against every row: shape (len(which), pool)."""
-        out = np.empty((len(which), len(self.ids)), dtype=np.float32)
+        out = np.zeros((len(which), len(self.ids)), dtype=np.float32)
         for i, row in enumerate(np.asarray(which).tolist()):
-            terms = self.ids[row][self.ids[row] != PAD]
-            self.table[terms] = self.weights[row][: len(terms)]  # real terms come first
-            try:
-                # PAD (-1) reads the table's last slot, but PAD's weight is 0.
-                out[i] = (self.table[self.ids] * self.weights).sum(axis=1)
-            finally:
-                self.table[terms] = 0.0
+            real = self.ids[row] != PAD
+            order = np.argsort(self.ids[row][real])
+            keys = self.ids[row][real][order]
+            if not len(keys):
+                continue
+            key_weights = self.weights[row][real][order].astype(np.float32)
+            at = np.minimum(np.searchsorted(keys, self.ids), len(keys) - 1)
+            matched = keys[at] == self.ids  # PAD (-1) is never a key
+            out[i] = (np.where(matched, key_weights[at], 0.0) * self.weights).sum(axis=1)
         return out
-
-
-def new_table() -> np.ndarray:
-    """A zeroed lookup table for PoolTerms, one per lock holder."""
-    return np.zeros(N_FEATURES, dtype=np.float32)
 
 
 def similarity_matrix(prints: Fingerprints) -> np.ndarray:

@@ -21,7 +21,7 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
                      SimilarArticlesError, UnknownArticleError)
 from .index import FaissIndex, create_index
-from .lexical import Fingerprints, LexicalModel, PoolTerms, new_table
+from .lexical import Fingerprints, LexicalModel, PoolTerms
 from .snapshot import CURRENT, read_snapshot, resolve_snapshot_dir, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,6 @@ class _Served:
     manifest: dict
     path: Path | None
     lock: threading.RLock = None  # guards FAISS and the columns against concurrent add()
-    term_table: np.ndarray | None = None  # PoolTerms' scratch table, made on first use
     candidate_lists: np.ndarray | None = None  # int32 [built articles, width], see candidates.py
 
     def __post_init__(self) -> None:
@@ -532,12 +531,9 @@ class Recommender:
                                                          is_eligible, prefetched)
         lexical_rows = None
         if source["print"] is not None and settings.lexical_weight > 0:
-            if served.term_table is None:
-                served.term_table = new_table()
             lexical_rows = PoolTerms(Fingerprints(
                 np.vstack([source["print"].ids, corpus.prints.ids[positions]]),
-                np.vstack([source["print"].weights, corpus.prints.weights[positions]])),
-                served.term_table).rows
+                np.vstack([source["print"].weights, corpus.prints.weights[positions]]))).rows
         relevance = ranking.relevance(
             lambda which: pool_vectors[which] @ pool_vectors.T, lexical_rows,
             lexical_weight=settings.lexical_weight, neighbours=settings.neighbours,
