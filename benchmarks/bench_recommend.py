@@ -41,24 +41,39 @@ def kind_config(kind: str, args):
                                     ivf_nprobe=args.nprobe))
 
 
-def measure_load(path: str) -> None:
-    """Run in a fresh process: RSS growth from loading an index (and serving a call)."""
+def serve(path: str, job_file: str) -> None:
+    """Run in a fresh process, as a site's server does: load the published snapshot,
+    then measure RSS growth (load + one call), recommend(id) latency over the job's
+    ids, and, when the job asks, recommend_many against a loop and unseen articles.
+    A process that just built the index holds the 100k source rows and their objects,
+    whose garbage collection adds ~0.3-0.5 ms to a call: not what a server sees."""
     import gc
 
     from similar_articles import Recommender
-    from similar_articles.embedding import SentenceTransformerEncoder
 
-    encoder = SentenceTransformerEncoder()  # not loaded: indexed ids need no model
+    job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     gc.collect()
     before = C.rss_bytes()
     started = time.perf_counter()
-    rec = Recommender.load(path, encoder=encoder, verify=False, reload_interval=None)
+    rec = Recommender.load(path, verify=False, reload_interval=None)
     load_s = time.perf_counter() - started
-    first = rec._served.corpus.ids[0]
-    rec.recommend(first, k=2, now=NOW)
+    rec.recommend(job["ids"][0], k=2, now=NOW)
     gc.collect()
-    after = C.rss_bytes()
-    print(json.dumps({"rss_growth": after - before, "load_s": load_s, "count": len(rec)}))
+    out = {"rss_growth": C.rss_bytes() - before, "load_s": load_s, "count": len(rec)}
+    out.update(C.summary(C.latencies_ms(lambda i: rec.recommend(i, k=2, now=NOW), job["ids"])))
+    if job.get("unseen"):
+        ids = job["ids"][:1000]
+        started = time.perf_counter()
+        for article_id in ids:
+            rec.recommend(article_id, k=2, now=NOW)
+        out["loop_ms"] = (time.perf_counter() - started) * 1000 / len(ids)
+        started = time.perf_counter()
+        rec.recommend_many(ids, k=2, now=NOW)
+        out["many_ms"] = (time.perf_counter() - started) * 1000 / len(ids)
+        # The warm-up calls load the model (and export ONNX files on a first run).
+        unseen = C.summary(C.latencies_ms(lambda row: rec.recommend(row, k=2, now=NOW), job["unseen"], warmup=3))
+        out.update(unseen_p50=unseen["p50"], unseen_p99=unseen["p99"], backend=rec.config.encoder.backend)
+    print(json.dumps(out))
 
 
 def brute_force_ms(vectors: np.ndarray, queries: np.ndarray, n: int = 50) -> np.ndarray:
@@ -103,10 +118,10 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=24)
     parser.add_argument("--work", type=Path, default=None, help="where indexes are built "
                         "(default: data/cache/bench-recommend; deleted after each)")
-    parser.add_argument("--measure-load", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure_load:
-        measure_load(args.measure_load)
+    if args.serve:
+        serve(*args.serve)
         return
 
     from similar_articles import Recommender
@@ -136,22 +151,28 @@ def main() -> None:
             rec = Recommender.build(rows, path, embeddings=vectors, config=kind_config(kind, args),
                                     encoder=encoder, cache=False)
             build_s = time.perf_counter() - started
-            ms = C.latencies_ms(lambda i: rec.recommend(i, k=2, now=NOW), query_ids)
-            s = C.summary(ms)
             recall, list_recall = recall_at_10(rec, vectors, min(len(real), size), rng)
-            load = json.loads(subprocess.run(
-                [sys.executable, __file__, "--measure-load", str(path)], capture_output=True, text=True,
+            del rec
+            with_many = size == args.many_at and (kind == args.kinds[-1] or kind == "hnsw")
+            job = path / "bench-job.json"
+            job.write_text(json.dumps({"ids": query_ids, "unseen": unseen_rows(articles) if with_many else []}))
+            s = json.loads(subprocess.run(
+                [sys.executable, __file__, "--serve", str(path), str(job)], capture_output=True, text=True,
                 check=True).stdout.strip().splitlines()[-1])
-            per_article = load["rss_growth"] / size
+            per_article = s["rss_growth"] / size
             rows_out.append([f"{size:,}", kind, build_s, s["p50"], s["p99"], s["per_s"],
                              f"{per_article:,.0f} B", f"{recall:.3f}", _fmt_recall(list_recall),
                              f"{brute['p50'] / s['p50']:.1f}x"])
             print(f"{size:,} {kind}: build {build_s:.1f} s, p50 {s['p50']:.3f} ms, p99 {s['p99']:.3f} ms, "
                   f"{per_article:,.0f} B/article, recall@10 {recall:.3f} (lists {_fmt_recall(list_recall)})",
                   flush=True)
-            if size == args.many_at and kind == args.kinds[-1] or (size == args.many_at and kind == "hnsw"):
-                many_rows += bench_many_and_unseen(rec, query_ids, articles, size, kind)
-            del rec
+            if with_many:
+                many_rows += [
+                    [f"{size:,}", kind, "recommend loop (k=2)", s["loop_ms"], "1000 ids"],
+                    [f"{size:,}", kind, "recommend_many (k=2)", s["many_ms"],
+                     f"{s['loop_ms'] / s['many_ms']:.1f}x faster per article"],
+                    [f"{size:,}", kind, "recommend(unseen article) p50", s["unseen_p50"],
+                     f"p99 {s['unseen_p99']:.1f} ms; full-length NewsArticles texts, {s['backend']} encoder"]]
             shutil.rmtree(path, ignore_errors=True)
     print()
     C.print_table(["articles", "index", "build s", "p50 ms", "p99 ms", "calls/s", "RSS/article",
@@ -164,28 +185,11 @@ def _fmt_recall(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def bench_many_and_unseen(rec, query_ids, articles, size, kind):
-    out = []
-    ids = query_ids[:1000]
-    started = time.perf_counter()
-    for article_id in ids:
-        rec.recommend(article_id, k=2, now=NOW)
-    loop_ms = (time.perf_counter() - started) * 1000 / len(ids)
-    started = time.perf_counter()
-    rec.recommend_many(ids, k=2, now=NOW)
-    many_ms = (time.perf_counter() - started) * 1000 / len(ids)
-    out.append([f"{size:,}", kind, "recommend loop (k=2)", loop_ms, f"{len(ids)} ids"])
-    out.append([f"{size:,}", kind, "recommend_many (k=2)", many_ms, f"{loop_ms / many_ms:.1f}x faster per article"])
-    unseen = [{"id": f"unseen-{i}", "title": a.title, "body": a.body, "section": a.section,
-               "published_at": a.published_at.isoformat() if a.published_at else None}
-              for i, a in enumerate(articles[-40:])]
-    # The warm-up calls load the model (and export ONNX files on a first run).
-    ms = C.latencies_ms(lambda row: rec.recommend(row, k=2, now=NOW), unseen, warmup=3)
-    s = C.summary(ms)
-    out.append([f"{size:,}", kind, "recommend(unseen article) p50", s["p50"],
-                f"p99 {s['p99']:.1f} ms; full-length NewsArticles texts, "
-                f"{rec.config.encoder.backend} encoder"])
-    return out
+def unseen_rows(articles) -> list[dict]:
+    """The last 40 real articles as unseen rows (new ids), full text."""
+    return [{"id": f"unseen-{i}", "title": a.title, "body": a.body, "section": a.section,
+             "published_at": a.published_at.isoformat() if a.published_at else None}
+            for i, a in enumerate(articles[-40:])]
 
 
 if __name__ == "__main__":
