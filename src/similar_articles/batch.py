@@ -607,7 +607,6 @@ class _CopySketches:
 
     def __init__(self, cache: EmbeddingCache):
         self.cache = cache
-        self.computed = 0
 
     def of(self, articles: Sequence[Article]) -> tuple[np.ndarray, np.ndarray]:
         hashes = [a.content_hash for a in articles]
@@ -618,7 +617,6 @@ class _CopySketches:
             fresh = np.hstack([rows, counts.astype(np.uint32)[:, None]])
             self.cache.put_many(_COPY_SCHEME, list(missing), fresh.view(np.float32))
             cached.update(zip(missing, fresh))
-            self.computed += len(missing)
         table = np.stack([cached[h] for h in hashes])
         return np.ascontiguousarray(table[:, :copies.SLOTS]), table[:, copies.SLOTS].astype(np.int32)
 

@@ -493,7 +493,7 @@ class Recommender:
                         "published": published, "section": parsed.section,
                         "title_key": ranking.title_key(parsed.title),
                         "print": corpus.lexical.transform([parsed.text]) if corpus.lexical else None,
-                        "copy_sketch": copies.sketch(copies.copy_text(parsed.body, parsed.title))}
+                        "copy_text": copies.copy_text(parsed.body, parsed.title)}
 
     def _box(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings, now: datetime | None,
              exclude_ids: Iterable[str], sections: Iterable[str] | None,
@@ -601,13 +601,12 @@ class Recommender:
         shown_keys = ({source["title_key"]} | set(corpus.title_keys[chosen_positions].tolist())) - {0}
         taken = {int(p) for p in chosen_positions}
         check_copies = settings.copy_containment is not None and corpus.copy_sketch is not None
-        # Sketches of what is shown (the source and the chosen items): no copy of them.
-        source_row, source_count = _source_sketch(corpus, source) if check_copies else (None, 0)
-        shown_rows = [corpus.copy_sketch[p] for p in chosen_positions] if check_copies else []
-        shown_counts = [int(corpus.copy_shingles[p]) for p in chosen_positions] if check_copies else []
-        if source_row is not None:
-            shown_rows.append(source_row)
-            shown_counts.append(source_count)
+        # (sketch, shingle count) of what is shown, the source and the chosen items:
+        # no copy of them is added.
+        shown = [(corpus.copy_sketch[p], int(corpus.copy_shingles[p])) for p in chosen_positions] \
+            if check_copies else []
+        if check_copies and _source_sketch(corpus, source)[0] is not None:
+            shown.append(_source_sketch(corpus, source))
 
         def is_new_story(block: np.ndarray) -> np.ndarray:
             return is_eligible(block) & ~np.isin(corpus.title_keys[block], list(shown_keys))
@@ -632,15 +631,16 @@ class Recommender:
                 if (key and key in shown_keys) or \
                         float((shown_vectors @ vectors[i]).max()) >= settings.duplicate_similarity:
                     continue
-                if shown_rows and copies.copies_of(
-                        corpus.copy_sketch[pool[i]], int(corpus.copy_shingles[pool[i]]),
-                        np.vstack(shown_rows), np.array(shown_counts), settings.copy_containment).any():
+                candidate = (corpus.copy_sketch[pool[i]], int(corpus.copy_shingles[pool[i]])) \
+                    if check_copies else None
+                if shown and copies.copies_of(*candidate, np.vstack([row for row, _ in shown]),
+                                              np.array([count for _, count in shown]),
+                                              settings.copy_containment).any():
                     continue
                 shown_vectors = np.vstack([shown_vectors, vectors[i]])
                 shown_keys.add(key)
-                if check_copies:
-                    shown_rows.append(corpus.copy_sketch[pool[i]])
-                    shown_counts.append(int(corpus.copy_shingles[pool[i]]))
+                if candidate is not None:
+                    shown.append(candidate)
                 picked.append(self._item(served, int(pool[i]), float(similarity[i]), float(similarity[i]),
                                          source, now_ts, label))
         return picked
@@ -816,8 +816,10 @@ def _copy_rule(corpus: "_Corpus", source: dict, positions: np.ndarray, threshold
 
 def _source_sketch(corpus: "_Corpus", source: dict) -> tuple[np.ndarray | None, int]:
     """The source's copy sketch and shingle count: stored for an indexed article,
-    made in _query for an unseen one."""
-    if source.get("copy_sketch") is not None:
+    made on first use for an unseen one (only calls with the copy rule on pay for it)."""
+    if source.get("copy_text") is not None:
+        if "copy_sketch" not in source:
+            source["copy_sketch"] = copies.sketch(source["copy_text"])
         return source["copy_sketch"]
     if source["position"] is not None and corpus.copy_sketch is not None:
         pos = source["position"]
