@@ -270,3 +270,61 @@ def test_an_index_without_sketches_loads_and_skips_the_rule(flood_index, encoder
     rec = Recommender.load(path, encoder=encoder)
     assert rec._served.corpus.copy_sketch is None
     assert _box(rec, "wire") == _box(rec, "wire", copy_containment=None)
+
+
+# ------------------------------------------------------------------ many pairs at once
+def _texts():
+    """Copies, trimmed copies, opening pages, unrelated, empty and short texts, and
+    windows of one long word sequence (every containment from 0 to 1, long and short)."""
+    half = " ".join(VIDEO.split()[:20]) + " and then something else entirely was reported later that day"
+    rng = np.random.default_rng(11)
+    words = [f"w{i}" for i in rng.integers(0, 5_000, size=3_000)]
+    windows = [" ".join(words[start:start + size]) for start, size in
+               ((0, 3_000), (0, 2_200), (400, 2_000), (1_500, 1_500), (0, 120), (60, 120), (100, 40),
+                (0, 12), (3, 12), (2_000, 900))]
+    return [WIRE, REPUBLISHED, VIDEO, OTHER_REPORT, UNRELATED, half, WIRE.replace("Tuesday", "Tuesday morning"),
+            WIRE_TITLE, REPUBLISHED_TITLE, "", "   ", "Storm warning", "storm WARNING!", "Storm over",
+            "one two three four five", "one two three four five six"] + windows
+
+
+def test_copies_pairwise_says_what_copies_of_says_for_every_pair():
+    rows, counts = copies.sketches(_texts())
+    a, b = np.meshgrid(np.arange(len(rows)), np.arange(len(rows)), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    for threshold in np.linspace(0.0, 1.0, 41):  # 0: a shared hash is enough, if there is one
+        got = copies.copies_pairwise(rows[a], counts[a], rows[b], counts[b], threshold)
+        expected = [bool(copies.copies_of(rows[i], int(counts[i]), rows[j:j + 1], counts[j:j + 1], threshold)[0])
+                    for i, j in zip(a, b)]
+        assert got.dtype == bool and got.tolist() == expected, threshold
+        assert 0 < got.sum() < len(got)
+    assert copies.copies_pairwise(rows[:0], counts[:0], rows[:0], counts[:0], 0.6).shape == (0,)
+
+
+def test_list_copy_bits_mark_the_listed_copies():
+    rows, counts = copies.sketches(_texts())
+    n = len(rows)
+    rng = np.random.default_rng(5)
+    lists = np.stack([rng.permutation(n)[:n - 3] for _ in range(n)]).astype(np.int32)
+    lists[rng.random(lists.shape) < 0.2] = -1
+    lists[4] = -1
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    bits = copies.list_copy_bits(rows, counts, lists, 0.6, block=5, bar=bar)
+    assert bits.dtype == np.uint64 and bits.shape == (n,) and bar.n == n
+    for i in range(n):
+        listed = lists[i][lists[i] >= 0]
+        expected = np.zeros(lists.shape[1], dtype=bool)
+        expected[lists[i] >= 0] = copies.copies_of(rows[i], int(counts[i]), rows[listed], counts[listed], 0.6)
+        assert [bool(int(bits[i]) >> j & 1) for j in range(lists.shape[1])] == expected.tolist(), i
+        assert int(bits[i]) >> lists.shape[1] == 0
+    assert bits.any() and bits[4] == 0
+    wide = np.zeros((n, 64), dtype=np.int32)  # WIRE 64 times: a copy of itself, in all 64 bits
+    assert copies.list_copy_bits(rows, counts, wide, 0.6)[0] == np.uint64(2**64 - 1)
+    with pytest.raises(ValueError):
+        copies.list_copy_bits(rows, counts, np.zeros((n, 65), dtype=np.int32), 0.6)

@@ -1,6 +1,8 @@
 import numpy as np
 
-from similar_articles.lexical import PAD, TERMS, LexicalModel, similarity_matrix
+from similar_articles import lexical
+from similar_articles.lexical import (N_FEATURES, PAD, TERMS, TEXT_CHARS, Fingerprints, LexicalModel, PoolTerms,
+                                      list_overlaps, overlaps, similarity_matrix, term_counts)
 
 TEXTS = ["NATO and Russia clash over the INF missile treaty",
          "Russia denies breaching the INF treaty, NATO unconvinced",
@@ -36,3 +38,128 @@ def test_term_overlap_equals_the_dense_cosine_of_the_fingerprints():
         real = ids != PAD
         dense[row, ids[real]] = weights[real]
     np.testing.assert_allclose(similarity_matrix(prints), dense @ dense.T, atol=1e-3)
+
+
+# ------------------------------------------------------------------ pair overlaps
+def _news_prints(news100):
+    texts = [r.get("title", "") + " " + r.get("body", "") for r in news100]
+    return LexicalModel.fit(texts)[1]
+
+
+def _random_prints(rng, n, id_range):
+    """Fingerprints with ids from a small range (many shared terms, many ids sharing a
+    table slot), some rows short and one empty, with junk weights in their PAD slots
+    (which no term overlap may read)."""
+    ids = np.full((n, TERMS), PAD, dtype=np.int32)
+    weights = np.full((n, TERMS), 0.5, dtype=np.float32)
+    for row in range(1, n):
+        size = int(rng.integers(1, TERMS + 1))
+        ids[row, :size] = rng.choice(id_range, size=size, replace=False)
+        weights[row, :size] = rng.random(size) + 0.01
+        weights[row, :size] /= np.linalg.norm(weights[row, :size])
+    return Fingerprints(ids, weights.astype(np.float16))
+
+
+def _pool_overlaps(prints, lists):
+    """What PoolTerms says for each (article, listed article) pair."""
+    sims = PoolTerms(prints).rows(np.arange(len(prints)))
+    return np.where(lists >= 0, sims[np.arange(len(lists))[:, None], lists], 0.0)
+
+
+def _pair_arrays(prints, lists):
+    return prints.ids, prints.weights, prints.ids[lists], prints.weights[lists]
+
+
+def test_overlaps_are_the_pool_terms_cosine_to_float16_precision(news100):
+    prints = _news_prints(news100)
+    rng = np.random.default_rng(0)
+    lists = rng.integers(0, len(prints), size=(len(prints), 50)).astype(np.int32)
+    lists[:, 0] = np.arange(len(prints))  # itself: every term shared
+    got = overlaps(*_pair_arrays(prints, lists))
+    assert got.dtype == np.float32 and got.shape == lists.shape
+    assert np.array_equal(got, got.astype(np.float16).astype(np.float32))  # what float16 stores
+    expected = _pool_overlaps(prints, lists)
+    np.testing.assert_allclose(got, expected, rtol=2**-10, atol=2**-24)  # one float16 step
+    assert (got[:, 0] > 0.99).all() and (got > 0).mean() > 0.5
+
+
+def test_overlaps_of_terms_that_share_a_table_slot():
+    rng = np.random.default_rng(1)
+    prints = _random_prints(rng, 40, 3 * lexical._SLOTS)  # ~1/3 of a row's slots are shared
+    lists = rng.integers(0, len(prints), size=(len(prints), 30)).astype(np.int32)
+    got = overlaps(*_pair_arrays(prints, lists))
+    np.testing.assert_allclose(got, _pool_overlaps(prints, lists), rtol=2**-10, atol=2**-24)
+    # By hand: the source's 3 terms all sit in the slot where PAD ids look; the
+    # candidate shares one of them and has one more term there. PAD weights are junk.
+    slot, step = lexical._SLOTS - 1, lexical._SLOTS
+    ids = np.array([[slot, slot + step, slot + 2 * step, PAD]], dtype=np.int32)
+    weights = np.array([[0.36, 0.48, 0.8, 0.5]], dtype=np.float16)
+    candidates = np.array([[[slot + 3 * step, slot + 2 * step, PAD, PAD]]], dtype=np.int32)
+    candidate_weights = np.array([[[0.8, 0.6, 0.7, 0.7]]], dtype=np.float16)
+    expected = np.float16(np.float32(np.float16(0.8)) * np.float32(np.float16(0.6)))
+    assert overlaps(ids, weights, candidates, candidate_weights)[0, 0] == expected
+
+
+def test_overlaps_with_no_terms_are_zero(news100):
+    prints = _news_prints(news100)
+    no_terms = Fingerprints(np.full((1, TERMS), PAD, dtype=np.int32), np.zeros((1, TERMS), dtype=np.float16))
+    merged = prints.extend(no_terms)
+    lists = np.array([[0, 1, len(prints)]] * len(merged), dtype=np.int32)
+    got = overlaps(*_pair_arrays(merged, lists))
+    assert (got[-1] == 0).all()  # an article without terms
+    assert (got[:, 2] == 0).all()  # a candidate without terms
+    assert got[0, 0] > 0.99
+
+
+def test_a_pair_overlap_does_not_depend_on_the_batch(news100):
+    prints = _news_prints(news100)
+    rng = np.random.default_rng(2)
+    lists = rng.integers(0, len(prints), size=(len(prints), 20)).astype(np.int32)
+    together = overlaps(*_pair_arrays(prints, lists))
+    for row in (0, 17, len(prints) - 1):
+        alone = overlaps(prints.ids[row:row + 1], prints.weights[row:row + 1],
+                         prints.ids[lists[row:row + 1]], prints.weights[lists[row:row + 1]])
+        assert np.array_equal(alone[0], together[row])
+        one_pair = overlaps(prints.ids[row:row + 1], prints.weights[row:row + 1],
+                            prints.ids[lists[row, 5:6]][None], prints.weights[lists[row, 5:6]][None])
+        assert one_pair[0, 0] == together[row, 5]
+
+
+def test_list_overlaps_store_the_overlaps_and_zero_for_missing_neighbours(news100):
+    prints = _news_prints(news100)
+    rng = np.random.default_rng(3)
+    lists = rng.integers(0, len(prints), size=(len(prints), 12)).astype(np.int32)
+    lists[rng.random(lists.shape) < 0.3] = -1
+    lists[5] = -1
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    stored = list_overlaps(prints, lists, block=7, bar=bar)
+    assert stored.dtype == np.float16 and stored.shape == lists.shape and bar.n == len(prints)
+    assert (stored[lists < 0] == 0).all()
+    computed = overlaps(*_pair_arrays(prints, np.maximum(lists, 0)))  # what a call computes
+    assert np.array_equal(stored[lists >= 0].astype(np.float32), computed[lists >= 0])
+    assert (stored[lists >= 0] > 0).any()
+
+
+# ------------------------------------------------------------------ hashing
+def test_term_counts_are_the_hashing_vectorizers():
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    vectorizer = HashingVectorizer(n_features=N_FEATURES, alternate_sign=False, norm=None,
+                                   stop_words="english", dtype=np.float32)
+    texts = ["", "the and of it was", "Zürich café: naïve façade, 東京 2024 — ünïcödé 🚀 ÉCOLE école",
+             "NATO NATO nato treaty treaty missile", TEXTS[0] + " " + "word " * 2_000 + " tail"] + TEXTS
+    for batch in (texts, texts[:1], texts[2:3]):
+        expected = vectorizer.transform(t[:TEXT_CHARS] for t in batch).tocsr()
+        for _ in range(2):  # the cached analyzer gives the same the second time
+            got = term_counts(batch)
+            assert got.dtype == np.float32 and got.shape == expected.shape and type(got) is type(expected)
+            for name in ("indptr", "indices", "data"):
+                assert np.array_equal(getattr(got, name), getattr(expected, name)), name
+    assert term_counts(texts[:2]).nnz == 0 and term_counts(texts[2:3]).nnz > 5

@@ -168,3 +168,65 @@ def test_candidate_lists_hold_each_articles_nearest_others(tmp_path, news100, ne
     np.fill_diagonal(sims, -np.inf)
     assert (lists[:, 0] == sims.argmax(axis=1)).mean() >= 0.99  # an exact copy may tie
     assert not (lists == np.arange(100)[:, None]).any()  # never the article itself
+
+
+def test_stored_pair_features_give_the_boxes_computed_ones_give(news100_index, news100):
+    served = news100_index._served
+    assert served.candidate_overlap.shape == served.candidate_lists.shape
+    assert served.candidate_copies.shape == (100,) and served.candidate_copy_threshold == 0.6
+    ids = [row["id"] for row in news100]
+    calls = [dict(), dict(copy_containment=0.3), dict(lexical_weight=0.8), dict(neighbour_weight=0.3)]
+    stored = {i: [news100_index.recommend(article_id, k=3, now=NOW, **options) for article_id in ids]
+              for i, options in enumerate(calls)}
+    overlap, copy_bits = served.candidate_overlap, served.candidate_copies
+    try:
+        served.candidate_overlap = served.candidate_copies = None  # as an index built before them
+        for i, options in enumerate(calls):
+            for article_id, box in zip(ids, stored[i]):
+                _boxes_equal(box, news100_index.recommend(article_id, k=3, now=NOW, **options))
+    finally:
+        served.candidate_overlap, served.candidate_copies = overlap, copy_bits
+
+
+def test_stored_copy_bits_mark_the_copies_the_sketches_find(news100_index):
+    from similar_articles import copies
+
+    served, corpus = news100_index._served, news100_index._served.corpus
+    for pos in range(100):
+        row = served.candidate_lists[pos]
+        found = copies.copies_of(corpus.copy_sketch[pos], int(corpus.copy_shingles[pos]),
+                                 corpus.copy_sketch[row], corpus.copy_shingles[row], 0.6)
+        bits = [(int(served.candidate_copies[pos]) >> j) & 1 == 1 for j in range(len(row))]
+        assert bits == (found & (row >= 0)).tolist()
+
+
+def test_a_loaded_index_maps_its_fingerprints_and_still_takes_adds(tmp_path, news100, news100_vectors, encoder):
+    Recommender.build(news100[:90], tmp_path, embeddings=news100_vectors[:90], encoder=encoder)
+    rec = Recommender.load(tmp_path, encoder=encoder, reload_interval=None)
+    assert isinstance(rec._served.corpus.prints.ids, np.memmap)  # resident only where calls read
+    unseen = {"id": "unseen", "title": news100[95]["title"], "body": news100[95]["body"]}
+    assert len(rec.recommend(unseen, k=2, now=NOW)) == 2
+    rec.add(news100[90:], embeddings=news100_vectors[90:])
+    assert news100[95]["id"] in rec
+    assert len(rec.recommend(news100[95]["id"], k=2, now=NOW)) == 2
+
+
+def test_a_repeated_unseen_article_is_encoded_once(news100_index, news100):
+    calls = []
+    encoder = news100_index.encoder
+    original = encoder.encode_articles
+
+    def counting(articles, **kwargs):
+        calls.append([a.id for a in articles])
+        return original(articles, **kwargs)
+
+    unseen = {"id": "draft-1", "title": news100[3]["title"], "body": news100[3]["body"] + " Updated."}
+    encoder.encode_articles = counting
+    try:
+        first = news100_index.recommend(unseen, k=2, now=NOW)
+        _boxes_equal(news100_index.recommend(dict(unseen), k=2, now=NOW), first)
+        assert calls == [["draft-1"]]
+        news100_index.recommend({**unseen, "body": unseen["body"] + " Corrected."}, k=2, now=NOW)
+        assert len(calls) == 2  # an edited text is a new text
+    finally:
+        del encoder.encode_articles

@@ -71,19 +71,19 @@ def test_select_box_collapses_equal_headlines_and_copies_of_the_source():
 def test_select_box_collapses_text_copies_whatever_their_cosine():
     vectors = _unit([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1])  # no cosine rule
     scores = np.array([0.9, 0.8, 0.7, 0.6])
-    copy_of = {0: [2], 1: [], 2: [0], 3: []}  # items 0 and 2 are copies of each other
+    copy_pairs = {(0, 2), (2, 0)}  # items 0 and 2 are copies of each other
     asked = []
 
-    def copies_of(i):
+    def is_copy(i, chosen):
         asked.append(i)
-        return np.isin(np.arange(4), copy_of[i])
+        return any((i, c) in copy_pairs for c in chosen)
 
     chosen, dropped = ranking.select_box(scores, vectors, 3, mmr_lambda=1.0, duplicate_similarity=0.95,
-                                         title_keys=np.zeros(4, np.int64), copies_of=copies_of)
+                                         title_keys=np.zeros(4, np.int64), is_copy=is_copy)
     assert chosen.tolist() == [0, 1, 3] and dropped == 1
-    assert asked == [0, 1]  # the last item's copies are never looked up
+    assert asked == [1, 2, 3]  # only items about to be picked are checked, never the first
     chosen, dropped = ranking.select_box(scores, vectors, 3, mmr_lambda=1.0, duplicate_similarity=0.95,
-                                         title_keys=np.zeros(4, np.int64), copies_of=copies_of,
+                                         title_keys=np.zeros(4, np.int64), is_copy=is_copy,
                                          source_copies=np.array([False, True, False, False]))
     assert chosen.tolist() == [0, 3] and dropped == 2  # item 1 copies the source
 

@@ -46,8 +46,8 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import ConfigError, SimilarArticlesError
 from .index import create_index
 from .lexical import Fingerprints, LexicalModel
-from .recommender import (CACHE_FILE, Recommender, _Corpus, _Served, _served_from, candidate_lists_for,
-                          snapshot_arrays)
+from .recommender import (CACHE_FILE, Recommender, _Corpus, _Served, _served_from, candidate_arrays,
+                          candidate_fields, candidate_lists_for, snapshot_arrays)
 from .snapshot import (BuildLock, clean_staging, discard_staged, publish_snapshot, read_snapshot,
                        resolve_snapshot_dir, write_snapshot)
 from .sources import ArticleReader, RowError, Source, SourceError, as_sources
@@ -809,7 +809,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
                 index, corpus = _index(table, config, lexical_model, prints, bar)
                 del table, prints, lexical_terms
             with stages.stage("candidates", "articles", total=len(index)) as bar:
-                lists = candidate_lists_for(index, config, progress=bar)
+                candidates = candidate_arrays(corpus, candidate_lists_for(index, config, progress=bar), config)
         finally:
             store.close()
     manifest = {
@@ -820,7 +820,8 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
     }
 
     with stages.stage("gate", "boxes") as bar:
-        served = _Served(index, corpus, manifest, None, candidate_lists=lists)
+        served = _Served(index, corpus, manifest, None,
+                         **candidate_fields(candidates, config.ranking.copy_containment))
         new = Recommender(served=served, config=config, encoder=encoder)
         now = datetime.now(timezone.utc)
         notes: list[str] = []
@@ -856,7 +857,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
 
         staged = write_snapshot(
             root, write_index=write_index, metadata=corpus.metadata(),
-            arrays=snapshot_arrays(corpus, lists),
+            arrays=snapshot_arrays(corpus, candidates),
             manifest=manifest, keep=keep, publish=False,
             extra_files={GATE_FILE: result.to_dict(), GATE_BOXES_FILE: json.dumps(result.boxes)})
     if dry_run:

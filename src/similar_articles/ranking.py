@@ -3,6 +3,7 @@ dedup, MMR diversity, fallback fill and reasons. Arrays in, arrays out; no I/O."
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from typing import Callable, Iterable
@@ -45,6 +46,14 @@ def eligible(positions: np.ndarray, *, alive: np.ndarray, published: np.ndarray,
     if allowed_sections is not None:
         mask &= np.isin(section_codes[positions], allowed_sections)
     return mask
+
+
+def cosines(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``vectors @ query`` over the last axis, for one pool (W, d) x (d,) or a stack of
+    pools (B, W, d) x (B, d). One summation order for both (einsum's own loop, not a
+    BLAS kernel chosen by shape), so a box ranked alone and in a batch agree to the bit.
+    """
+    return np.einsum("...wd,...d->...w", vectors, query)
 
 
 def recency_decay(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
@@ -104,7 +113,7 @@ def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: f
                query_vector: np.ndarray | None = None, query_title_key: int = 0,
                source_similarity: np.ndarray | None = None,
                source_copies: np.ndarray | None = None,
-               copies_of: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, int]:
+               is_copy: Callable[[int, list[int]], bool] | None = None) -> tuple[np.ndarray, int]:
     """Greedy MMR over a candidate pool with same-story collapse.
 
     Returns the chosen pool indices in box order and how many candidates were dropped
@@ -116,40 +125,45 @@ def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: f
 
     Same story: cosine at least ``duplicate_similarity``, an equal headline key, or a
     near-verbatim copy whatever the cosine (``copies.py``): ``source_copies`` marks the
-    pool's copies of the source, ``copies_of(i)`` the pool's copies of pool item i. It
-    is asked only while the box still has room, so ``dropped`` leaves out copies of
-    the last item chosen.
+    pool's copies of the source, ``is_copy(i, chosen)`` says whether pool item i copies
+    any of the chosen items. That check is the costly one, so it is made lazily: only
+    for the item about to be picked, which is dropped (and the next best tried) when
+    it is a copy. ``dropped`` counts the copies met on the way, not every copy in the
+    pool.
     """
     n = len(scores)
     if n == 0 or k <= 0:
         return np.empty(0, dtype=np.int64), 0
     open_ = np.ones(n, dtype=bool)
     if source_similarity is None and query_vector is not None:
-        source_similarity = vectors @ query_vector
+        source_similarity = cosines(vectors, query_vector)
     if source_similarity is not None:
         open_ &= source_similarity < duplicate_similarity
     if query_title_key:
         open_ &= title_keys != query_title_key
     if source_copies is not None:
         open_ &= ~source_copies
-    redundancy = np.full(n, -np.inf, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    redundancy = np.zeros(n, dtype=np.float64)  # max(0, cosine to the chosen items)
     chosen: list[int] = []
     dropped = n - int(open_.sum())
     while len(chosen) < k and open_.any():
-        mmr = mmr_lambda * scores - (1.0 - mmr_lambda) * np.maximum(redundancy, 0.0) \
-            if chosen else scores.astype(np.float64)
+        mmr = mmr_lambda * scores - (1.0 - mmr_lambda) * redundancy if chosen else scores
         best = int(np.argmax(np.where(open_, mmr, -np.inf)))
-        chosen.append(best)
         open_[best] = False
-        cosine = vectors @ vectors[best]
+        if chosen and is_copy is not None and is_copy(best, chosen):
+            dropped += 1
+            continue
+        chosen.append(best)
+        if len(chosen) == k:
+            break  # nothing is picked after the last item: its story need not be closed
+        cosine = cosines(vectors, vectors[best])
         same_story = cosine >= duplicate_similarity
         if title_keys[best]:
             same_story |= title_keys == title_keys[best]
-        if copies_of is not None and len(chosen) < k:
-            same_story |= copies_of(best)
         dropped += int((same_story & open_).sum())
         open_ &= ~same_story
-        redundancy = np.maximum(redundancy, cosine)
+        np.maximum(redundancy, cosine, out=redundancy)
     return np.asarray(chosen, dtype=np.int64), dropped
 
 
@@ -209,6 +223,6 @@ def reasons_for(*, similarity: float | None, section: str | None, source_section
         reasons.append(f"similarity {similarity:.2f}")
     if section and section == source_section:
         reasons.append(f"same section: {section}")
-    if not np.isnan(age_seconds):
+    if not math.isnan(age_seconds):
         reasons.append(describe_age(age_seconds, age_relative_to))
     return tuple(reasons)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import copies, ranking
+from . import copies, many, ranking
 from .articles import Article
 from .candidates import build_candidate_lists
 from .config import Config, replace_ranking
@@ -21,15 +23,21 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
                      SimilarArticlesError, UnknownArticleError)
 from .index import FaissIndex, create_index
-from .lexical import Fingerprints, LexicalModel, PoolTerms
+from .lexical import Fingerprints, LexicalModel, PoolTerms, list_overlaps, overlaps
 from .snapshot import CURRENT, read_snapshot, resolve_snapshot_dir, write_snapshot
 
 log = logging.getLogger(__name__)
 
 MAX_K = 100
+UNSEEN_VECTORS_KEPT = 1024  # unseen articles whose vectors a Recommender remembers (1.5 MB)
 _NO_POSITIONS = np.empty(0, dtype=np.int64)
 CACHE_FILE = "embeddings.sqlite"
 CANDIDATE_LISTS = "candidate_lists"
+CANDIDATE_OVERLAP = "candidate_overlap"  # float16 [built, width]: term overlap with each listed one
+CANDIDATE_COPIES = "candidate_copies"  # uint64 [built]: bit j set when listed one j is a copy
+# Read by calls only on the live-search path (unseen articles, narrow filters, adds):
+# memory-mapped, so they cost resident memory only as far as such calls touch them.
+_MAPPED_ARRAYS = ("lexical_ids", "lexical_weights")
 ArticleLike = Article | Mapping[str, Any]
 
 
@@ -256,6 +264,11 @@ class _Served:
     path: Path | None
     lock: threading.RLock = None  # guards FAISS and the columns against concurrent add()
     candidate_lists: np.ndarray | None = None  # int32 [built articles, width], see candidates.py
+    # What ranking needs of each (article, listed candidate) pair, computed at build
+    # (see candidate_arrays): None in indexes built without them.
+    candidate_overlap: np.ndarray | None = None
+    candidate_copies: np.ndarray | None = None
+    candidate_copy_threshold: float | None = None  # the copy_containment the bits were made with
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -277,6 +290,7 @@ class Recommender:
         self.reload_interval = reload_interval
         self._next_check = time.monotonic() + (reload_interval or 0)
         self._reloading = threading.Lock()
+        self._unseen_vectors = _RecentVectors(UNSEEN_VECTORS_KEPT)
 
     @property
     def manifest(self) -> dict:
@@ -327,8 +341,8 @@ class Recommender:
                     store.close()
         index = create_index(vectors.shape[1], len(articles), config.index)
         index.add(vectors)
-        lists = candidate_lists_for(index, config, progress=progress)
         corpus = _Corpus.from_articles(articles)
+        candidates = candidate_arrays(corpus, candidate_lists_for(index, config, progress=progress), config)
         manifest = {
             "library_version": _library_version(), "model_id": encoder.model_id,
             "dimensions": int(vectors.shape[1]), "count": len(articles),
@@ -338,10 +352,11 @@ class Recommender:
         }
         folder = write_snapshot(
             root, write_index=index.save, metadata=corpus.metadata(),
-            arrays=snapshot_arrays(corpus, lists),
+            arrays=snapshot_arrays(corpus, candidates),
             manifest=manifest, keep=keep)
         manifest = read_snapshot(folder, verify=False).manifest
-        return cls(served=_Served(index, corpus, manifest, folder, candidate_lists=lists),
+        return cls(served=_Served(index, corpus, manifest, folder,
+                                  **candidate_fields(candidates, config.ranking.copy_containment)),
                    config=config, encoder=encoder,
                    root=root if (root / CURRENT).exists() else None)
 
@@ -359,7 +374,7 @@ class Recommender:
             keep being served from the old. None turns hot reload off.
         """
         root = Path(path)
-        snapshot = read_snapshot(path, verify=verify)
+        snapshot = read_snapshot(path, verify=verify, mapped=_MAPPED_ARRAYS)
         config = config or Config.from_dict(snapshot.manifest.get("config") or {})
         encoder = encoder or SentenceTransformerEncoder(config.encoder)
         served = _served_from(snapshot, config, encoder)
@@ -378,7 +393,7 @@ class Recommender:
         folder = resolve_snapshot_dir(self._root)
         if self._served.path is not None and folder == self._served.path.resolve():
             return False
-        served = _served_from(read_snapshot(folder), self.config, self.encoder)
+        served = _served_from(read_snapshot(folder, mapped=_MAPPED_ARRAYS), self.config, self.encoder)
         self._served = served  # one reference swap: calls in flight keep the old one
         log.info("similar-articles: now serving %s", folder)
         return True
@@ -440,11 +455,13 @@ class Recommender:
                        exclude_ids: Iterable[str] = (), sections: Iterable[str] | None = None,
                        batch_size: int = 256, **overrides: Any) -> list[list[Recommendation]]:
         """The boxes of many indexed articles, in order: the same boxes as calling
-        :meth:`recommend` for each id with the same ``now``, faster per article (setup
-        paid once; articles without a candidate list share one FAISS search per batch
-        on every core).
+        :meth:`recommend` for each id with the same ``now``, several times faster per
+        article. Articles with a candidate list are ranked ``batch_size`` at a time as
+        arrays (many.py); the rest (added since the build, or calls whose filters
+        leave too little of a list) go one by one and share one FAISS search per batch.
 
         now: the time of every call (default: the clock when this starts).
+        batch_size: sources ranked together; memory ~ batch_size x 80 KB.
         Raises UnknownArticleError for the first id not in the index.
         """
         k = _check_k(k)
@@ -456,23 +473,31 @@ class Recommender:
         sections = None if sections is None else tuple(sections)
         ids = list(ids)
         positions = np.array([_position_of(corpus, article_id) for article_id in ids], dtype=np.int64)
+        excluded = np.array([corpus.positions[i] for i in exclude_ids if i in corpus.positions], dtype=np.int64)
+        allowed = _section_codes(corpus, sections)
         fetch = max(settings.candidates, 4 * k)
         lists = served.candidate_lists
         listed = lists is not None and fetch <= lists.shape[1]
         boxes: list[list[Recommendation]] = []
         with served.lock, _one_blas_thread():
+            now_ts = now.timestamp()
             for start in range(0, len(ids), batch_size):
                 block = positions[start:start + batch_size]
-                queries = served.index.vectors(block)
-                # Articles with a candidate list need no search; the others (added since
-                # the build, or every one when the lists are off or too short) share one.
-                searched = np.flatnonzero(block >= len(lists)) if listed else np.arange(len(block))
-                found = dict(zip(searched.tolist(), zip(*served.index.search_many(queries[searched], fetch)))) \
-                    if len(searched) else {}
-                for row, pos in enumerate(block.tolist()):
+                ranked = many.listed_boxes(served, block, k, settings, now_ts=now_ts, excluded=excluded,
+                                           allowed=allowed)
+                # The rest go alone; those without a list share one search.
+                alone = [row for row, picks in enumerate(ranked) if picks is None]
+                searched = [row for row in alone if not listed or block[row] >= len(lists)]
+                found = dict(zip(searched, zip(*served.index.search_many(
+                    served.index.vectors(block[searched]), fetch)))) if searched else {}
+                for row, (pos, picks) in enumerate(zip(block.tolist(), ranked)):
                     source = _indexed_source(corpus, ids[start + row], pos)
-                    boxes.append(self._box(served, queries[row], source, k, settings, now, exclude_ids,
-                                           sections, prefetched=found.get(row)))
+                    if picks is None:
+                        boxes.append(self._box(served, served.index.vectors(np.array([pos]))[0], source, k,
+                                               settings, now, exclude_ids, sections, prefetched=found.get(row)))
+                    else:
+                        boxes.append([self._item(served, p, score, sim, source, now_ts, None)
+                                      for p, score, sim in picks])
         return boxes
 
     def _query(self, served: "_Served", article: str | ArticleLike) -> tuple[np.ndarray, dict]:
@@ -483,7 +508,10 @@ class Recommender:
                 vector = served.index.vectors(np.array([pos]))[0]
             return vector, _indexed_source(corpus, article, pos)
         parsed = Article.from_row(article)
-        vector = self.encoder.encode_articles([parsed])[0]
+        vector = self._unseen_vectors.get(parsed.content_hash)
+        if vector is None:
+            vector = self.encoder.encode_articles([parsed])[0]
+            self._unseen_vectors.put(parsed.content_hash, vector)
         if vector.shape[0] != served.index.dim:
             raise ModelMismatchError(
                 f"the encoder makes {vector.shape[0]}-dimensional vectors but the index holds "
@@ -507,9 +535,7 @@ class Recommender:
         excluded = [corpus.positions[i] for i in exclude_ids if i in corpus.positions]
         if source["position"] is not None:
             excluded.append(source["position"])
-        allowed = None if sections is None else np.array(
-            [corpus.section_codes_by_name[s] for s in sections if s in corpus.section_codes_by_name],
-            dtype=np.int32)
+        allowed = _section_codes(corpus, sections)
 
         # A box excludes a handful of positions (usually just the source): comparing
         # against each is several times cheaper per call than np.isin's set machinery.
@@ -527,15 +553,21 @@ class Recommender:
                     mask &= positions != pos
             return mask
 
-        sims, positions, pool_vectors = self._candidates(served, query, source, k, settings,
-                                                         is_eligible, prefetched)
+        sims, positions, pool_vectors, slots = self._candidates(served, query, source, k, settings,
+                                                                is_eligible, prefetched)
+        if source.get("copy_text") is not None:
+            slots = None  # an unseen text under an indexed id: the stored pairs are the old text's
         lexical_rows = None
-        if source["print"] is not None and settings.lexical_weight > 0:
-            lexical_rows = PoolTerms(Fingerprints(
-                np.vstack([source["print"].ids, corpus.prints.ids[positions]]),
-                np.vstack([source["print"].weights, corpus.prints.weights[positions]]))).rows
+        if corpus.prints is not None and settings.lexical_weight > 0 and len(positions):
+            lexical_rows = _pool_lexical_rows(served, source, positions, slots)
+
+        def embedding_rows(which: np.ndarray) -> np.ndarray:
+            if np.array_equal(which, [0]):  # the source's row: the pool's cosines, already known
+                return np.concatenate([[1.0], sims]).astype(np.float32)[None, :]
+            return pool_vectors[which] @ pool_vectors.T
+
         relevance = ranking.relevance(
-            lambda which: pool_vectors[which] @ pool_vectors.T, lexical_rows,
+            embedding_rows, lexical_rows,
             lexical_weight=settings.lexical_weight, neighbours=settings.neighbours,
             neighbour_weight=settings.neighbour_weight)
         age_days = (reference - corpus.published[positions]) / ranking.SECONDS_PER_DAY
@@ -549,7 +581,7 @@ class Recommender:
             scores, pool_vectors[1:], k, mmr_lambda=settings.mmr_lambda,
             duplicate_similarity=settings.duplicate_similarity,
             title_keys=corpus.title_keys[positions], query_title_key=source["title_key"],
-            source_similarity=sims, **_copy_rule(corpus, source, positions, settings.copy_containment))
+            source_similarity=sims, **_copy_rule(served, source, positions, slots, settings.copy_containment))
         box = [self._item(served, int(positions[i]), float(scores[i]), float(sims[i]), source, now_ts, None)
                for i in chosen]
         if len(box) < k and settings.fallback:
@@ -558,19 +590,20 @@ class Recommender:
         return box
 
     def _candidates(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings,
-                    is_eligible, prefetched) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    is_eligible, prefetched) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """The pool a box is chosen from: eligible articles at least min_similarity to
         the source, most similar first, as (cosines, positions, pool vectors with the
-        source's in row 0). An indexed source reads its precomputed candidate list;
-        otherwise, or when the call's filters leave too few of the list, it searches."""
+        source's in row 0, list slots or None). An indexed source reads its precomputed
+        candidate list; otherwise, or when the call's filters leave too few of the
+        list, it searches (and the pool has no slots)."""
         fetch = max(settings.candidates, 4 * k)
         need = min(settings.candidates, 4 * k)
         listed = _listed_candidates(served, query, source["position"], fetch, settings.min_similarity)
         if listed is not None:
-            sims, positions, vectors, complete = listed
+            sims, positions, vectors, slots, complete = listed
             ok = is_eligible(positions) & (sims >= settings.min_similarity)
             if ok.sum() >= need or complete:
-                return sims[ok], positions[ok], np.vstack([query[None, :], vectors[ok]])
+                return sims[ok], positions[ok], np.vstack([query[None, :], vectors[ok]]), slots[ok]
         # Search; widen while filters leave too few related ones.
         while True:
             if prefetched is not None:
@@ -584,12 +617,12 @@ class Recommender:
             if ok.sum() >= need or exhausted or fetch >= 4096:
                 break
             fetch *= 4
-        sims, positions = sims[ok], positions[ok]
-        # Only the rows ranking asks for are multiplied out, keeping every product
-        # small (and off BLAS threads).
+        positions = positions[ok]
         pool_vectors = np.vstack([query[None, :], served.index.vectors(positions)]) \
             if len(positions) else query[None, :]
-        return sims, positions, pool_vectors
+        # Exact cosines, as a listed pool has (the search's own are approximate for
+        # quantised stores and summed in another order).
+        return ranking.cosines(pool_vectors[1:], query), positions, pool_vectors, None
 
     def _fallback(self, served: "_Served", query, source, need, *, chosen_positions, is_eligible, settings, now_ts):
         """Recent articles of the source's section, then recent overall, never a copy of
@@ -648,14 +681,14 @@ class Recommender:
     def _item(self, served: "_Served", pos: int, score: float, similarity: float, source: dict, now_ts: float,
               fallback: str | None) -> Recommendation:
         corpus = served.corpus
-        published = corpus.published[pos]
-        if not np.isnan(source["published"]):
+        published = float(corpus.published[pos])
+        if not math.isnan(source["published"]):
             age, relative_to = source["published"] - published, "article"
         else:
             age, relative_to = now_ts - published, "now"
         return Recommendation(
             id=corpus.ids[pos], title=corpus.titles[pos], url=corpus.urls[pos],
-            published_at=None if np.isnan(published) else datetime.fromtimestamp(published, timezone.utc),
+            published_at=None if math.isnan(published) else datetime.fromtimestamp(published, timezone.utc),
             section=corpus.sections[pos], score=round(score, 4), similarity=round(similarity, 4),
             reasons=ranking.reasons_for(
                 similarity=similarity, section=corpus.sections[pos], source_section=source["section"],
@@ -740,12 +773,21 @@ def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
                 f"{snapshot.path}: the copy sketches have shape {sketches[0].shape}, not "
                 f"({count}, {copies.SLOTS}); rebuild the index")
     corpus = _Corpus(columns, arrays["published"], arrays["title_keys"], lexical, prints, sketches)
-    lists = arrays.get(CANDIDATE_LISTS) if config.index.candidate_lists else None
-    if lists is not None and (lists.ndim != 2 or len(lists) != count):
+    candidates = {name: arrays[name] for name in (CANDIDATE_LISTS, CANDIDATE_OVERLAP, CANDIDATE_COPIES)
+                  if name in arrays} if config.index.candidate_lists else {}
+    lists = candidates.get(CANDIDATE_LISTS)
+    if lists is None:
+        candidates = {}
+    elif lists.ndim != 2 or len(lists) != count:
         raise IndexCorruptedError(
             f"{snapshot.path}: the candidate lists cover {len(lists)} articles, not {count}; "
             "rebuild the index")
-    return _Served(index, corpus, manifest, snapshot.path, candidate_lists=lists)
+    for name in (CANDIDATE_OVERLAP, CANDIDATE_COPIES):
+        if name in candidates and candidates[name].shape[0] != count:
+            raise IndexCorruptedError(f"{snapshot.path}: {name} covers {len(candidates[name])} articles, "
+                                      f"not {count}; rebuild the index")
+    built_with = ((manifest.get("config") or {}).get("ranking") or {}).get("copy_containment")
+    return _Served(index, corpus, manifest, snapshot.path, **candidate_fields(candidates, built_with))
 
 
 def candidate_lists_for(index: FaissIndex, config: Config, *, progress: bool | Any = False) -> np.ndarray | None:
@@ -762,12 +804,67 @@ def candidate_lists_for(index: FaissIndex, config: Config, *, progress: bool | A
     return build_candidate_lists(index, width, bar=progress or None)
 
 
-def snapshot_arrays(corpus: "_Corpus", lists: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Every .npy array a snapshot stores."""
-    arrays = corpus.arrays()
-    if lists is not None:
-        arrays[CANDIDATE_LISTS] = lists
+def candidate_arrays(corpus: "_Corpus", lists: np.ndarray | None, config: Config, *,
+                     progress: Any = None) -> dict[str, np.ndarray]:
+    """The candidate lists and, for each (article, listed candidate) pair, what a call
+    would otherwise compute for it: their term overlap (float16, 2 bytes a pair) and
+    whether the candidate is a copy of the article (one bit a pair, for the build's
+    copy_containment). A call then reads one row of each (~40 and ~50 us a call at
+    100k: most of what ranking cost). Empty when the lists are off.
+
+    progress: an optional bar (tqdm-like ``update``) advanced per article and pass.
+    """
+    if lists is None:
+        return {}
+    arrays = {CANDIDATE_LISTS: lists}
+    if corpus.prints is not None:
+        arrays[CANDIDATE_OVERLAP] = list_overlaps(corpus.prints, lists, bar=progress)
+    threshold = config.ranking.copy_containment
+    if corpus.copy_sketch is not None and threshold is not None and lists.shape[1] <= 64:
+        arrays[CANDIDATE_COPIES] = copies.list_copy_bits(corpus.copy_sketch, corpus.copy_shingles, lists,
+                                                         threshold, bar=progress)
     return arrays
+
+
+def candidate_fields(arrays: Mapping[str, np.ndarray], copy_threshold: float | None) -> dict[str, Any]:
+    """``_Served``'s candidate fields from :func:`candidate_arrays`' arrays."""
+    return {"candidate_lists": arrays.get(CANDIDATE_LISTS),
+            "candidate_overlap": arrays.get(CANDIDATE_OVERLAP),
+            "candidate_copies": arrays.get(CANDIDATE_COPIES),
+            "candidate_copy_threshold": copy_threshold if CANDIDATE_COPIES in arrays else None}
+
+
+def snapshot_arrays(corpus: "_Corpus", candidates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every .npy array a snapshot stores."""
+    return {**corpus.arrays(), **candidates}
+
+
+class _RecentVectors:
+    """The vectors of the last few unseen articles, by content hash.
+
+    A site asks for a new article's box on every page view until the nightly build
+    indexes it; encoding is ~50 ms of such a call, a repeat is ~5 ms. An edited text
+    has a new hash, so it is encoded again. Thread-safe; ``size`` * 1.5 KB at 384 dims.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._vectors.get(key)
+            if vector is not None:
+                self._vectors.move_to_end(key)
+            return vector
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._vectors[key] = vector
+            self._vectors.move_to_end(key)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
 
 
 _MAX_UNLISTED = 4096  # articles added since the build that a listed box scores directly
@@ -775,9 +872,11 @@ _MAX_UNLISTED = 4096  # articles added since the build that a listed box scores 
 
 def _listed_candidates(served: "_Served", query: np.ndarray, position: int | None, fetch: int,
                        min_similarity: float):
-    """(cosines, positions, vectors, complete) of the source's precomputed candidate
-    list plus the articles added since the build, most similar first; None when there
-    is no usable list. ``complete``: no article outside these reaches min_similarity."""
+    """(cosines, positions, vectors, slots, complete) of the source's precomputed
+    candidate list plus the articles added since the build, most similar first; None
+    when there is no usable list. ``slots``: each one's place in the list row (to read
+    the pair arrays), -1 for those added since. ``complete``: no article outside these
+    reaches min_similarity."""
     lists = served.candidate_lists
     if lists is None or position is None or position >= len(lists) or fetch > lists.shape[1]:
         return None
@@ -785,12 +884,14 @@ def _listed_candidates(served: "_Served", query: np.ndarray, position: int | Non
     if unlisted > _MAX_UNLISTED:
         return None
     row = lists[position]
-    row = row[row >= 0]
+    slots = np.flatnonzero(row >= 0)
+    row = row[slots]
     listed = len(row)
     if unlisted:
         row = np.concatenate([row, np.arange(len(lists), len(served.index), dtype=row.dtype)])
+        slots = np.concatenate([slots, np.full(unlisted, -1, dtype=slots.dtype)])
     vectors = served.index.vectors(row)
-    sims = vectors @ query
+    sims = ranking.cosines(vectors, query)
     order = np.argsort(-sims, kind="stable")[:fetch]
     # Articles outside the list are less similar than every listed one: when the
     # least similar listed one returned misses min_similarity, so does everything
@@ -798,20 +899,67 @@ def _listed_candidates(served: "_Served", query: np.ndarray, position: int | Non
     returned_listed = sims[order[order < listed]]
     complete = (listed < lists.shape[1] and len(order) == len(row)) or \
         (len(returned_listed) > 0 and float(returned_listed.min()) < min_similarity)
-    return sims[order], row[order].astype(np.int64), vectors[order], complete
+    return sims[order], row[order].astype(np.int64), vectors[order], slots[order], complete
 
 
-def _copy_rule(corpus: "_Corpus", source: dict, positions: np.ndarray, threshold: float | None) -> dict:
+def _pool_lexical_rows(served: "_Served", source: dict, positions: np.ndarray, slots: np.ndarray | None):
+    """``ranking.relevance``'s term-overlap rows for a pool (source in row 0). Row 0
+    is read from the stored pair overlaps where the pool came from the source's list,
+    computed for the rest; other rows (the neighbour blend, off by default) are
+    computed from the fingerprints."""
+    corpus = served.corpus
+    direct = np.empty(len(positions), dtype=np.float32)
+    todo = np.ones(len(positions), dtype=bool)
+    if slots is not None and served.candidate_overlap is not None:
+        todo = slots < 0
+        direct[~todo] = served.candidate_overlap[source["position"], slots[~todo]]
+    if todo.any():
+        own = _source_print(corpus, source)
+        direct[todo] = overlaps(own.ids, own.weights, corpus.prints.ids[positions[todo]][None],
+                                corpus.prints.weights[positions[todo]][None])[0]
+
+    def rows(which: np.ndarray) -> np.ndarray:
+        if np.array_equal(which, [0]):
+            return np.concatenate([[1.0], direct]).astype(np.float32)[None, :]
+        own = _source_print(corpus, source)
+        return PoolTerms(Fingerprints(np.vstack([own.ids, corpus.prints.ids[positions]]),
+                                      np.vstack([own.weights, corpus.prints.weights[positions]]))).rows(which)
+    return rows
+
+
+def _source_print(corpus: "_Corpus", source: dict) -> Fingerprints:
+    """The source's fingerprint: made from an unseen article's text, read for an
+    indexed one (only when a call needs it: the stored overlaps usually stand in)."""
+    if source.get("print") is None:
+        source["print"] = corpus.prints.take(np.array([source["position"]]))
+    return source["print"]
+
+
+def _copy_rule(served: "_Served", source: dict, positions: np.ndarray, slots: np.ndarray | None,
+               threshold: float | None) -> dict:
     """``ranking.select_box``'s copy arguments for a pool: which candidates copy the
-    source (an indexed one: an unseen article has no sketch here) and a lookup of which
-    candidates copy a chosen one; nothing when the rule is off or the index has no
-    sketches."""
-    if threshold is None or corpus.copy_sketch is None:
+    source (read from the stored pair bits where the pool came from the source's list
+    and the threshold is the one they were made with, else estimated) and a check of
+    whether a candidate copies chosen ones; nothing when the rule is off or the index
+    has no sketches."""
+    corpus = served.corpus
+    if threshold is None or corpus.copy_sketch is None or not len(positions):
         return {}
-    pool = copies.PoolCopies(corpus.copy_sketch[positions], corpus.copy_shingles[positions], threshold)
+    rows, counts = corpus.copy_sketch[positions], corpus.copy_shingles[positions]
+    source_copies = np.zeros(len(positions), dtype=bool)
+    todo = np.ones(len(positions), dtype=bool)
+    if slots is not None and served.candidate_copies is not None and \
+            served.candidate_copy_threshold == threshold:
+        todo = slots < 0
+        bits = served.candidate_copies[source["position"]]
+        source_copies[~todo] = (bits >> slots[~todo].astype(np.uint64)) & np.uint64(1) == 1
     row, count = _source_sketch(corpus, source)
-    source_copies = None if row is None else copies.copies_of(row, count, pool.rows, pool.counts, threshold)
-    return {"source_copies": source_copies, "copies_of": pool.of_row}
+    if row is not None and todo.any():
+        source_copies[todo] = copies.copies_of(row, count, rows[todo], counts[todo], threshold)
+
+    def is_copy(i: int, chosen: list[int]) -> bool:
+        return bool(copies.copies_of(rows[i], int(counts[i]), rows[chosen], counts[chosen], threshold).any())
+    return {"source_copies": source_copies, "is_copy": is_copy}
 
 
 def _source_sketch(corpus: "_Corpus", source: dict) -> tuple[np.ndarray | None, int]:
@@ -827,6 +975,12 @@ def _source_sketch(corpus: "_Corpus", source: dict) -> tuple[np.ndarray | None, 
     return None, 0
 
 
+def _section_codes(corpus: "_Corpus", sections: Iterable[str] | None) -> np.ndarray | None:
+    """The codes of the named sections a box may show (None: every section)."""
+    return None if sections is None else np.array(
+        [corpus.section_codes_by_name[s] for s in sections if s in corpus.section_codes_by_name], dtype=np.int32)
+
+
 def _position_of(corpus: "_Corpus", article_id: str) -> int:
     pos = corpus.positions.get(article_id)
     if pos is None or not corpus.alive[pos]:
@@ -837,10 +991,10 @@ def _position_of(corpus: "_Corpus", article_id: str) -> int:
 
 
 def _indexed_source(corpus: "_Corpus", article_id: str, pos: int) -> dict:
-    """What ranking needs to know about an indexed source article."""
+    """What ranking needs to know about an indexed source article (its fingerprint is
+    read when a call needs it: see _source_print)."""
     return {"id": article_id, "position": pos, "published": corpus.published[pos],
-            "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos]),
-            "print": corpus.prints.take(np.array([pos])) if corpus.prints else None}
+            "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos]), "print": None}
 
 
 _blas = None

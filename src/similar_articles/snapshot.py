@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -201,12 +201,18 @@ def resolve_snapshot_dir(path: str | os.PathLike) -> Path:
         f"`similar-articles build SOURCE --index {path}`")
 
 
-def read_snapshot(path: str | os.PathLike, *, verify: bool = True) -> Snapshot:
+def read_snapshot(path: str | os.PathLike, *, verify: bool = True,
+                  mapped: Iterable[str] = ()) -> Snapshot:
     """Read and (by default) checksum-verify the snapshot that ``path`` serves.
 
     Verification reads every byte once (about 1 s per GB); pass verify=False only
     for a snapshot this process wrote itself.
+    mapped: names of arrays to memory-map read-only instead of reading: a page costs
+        resident memory only once a call touches it (and the kernel may drop it again),
+        for arrays that most calls never read. The mapping outlives the snapshot's
+        deletion by retention (the file stays until unmapped).
     """
+    mapped = set(mapped)
     folder = resolve_snapshot_dir(path)
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -232,7 +238,8 @@ def read_snapshot(path: str | os.PathLike, *, verify: bool = True) -> Snapshot:
                     "modified); rebuild the index or roll back to an earlier snapshot")
     try:
         metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-        arrays = {name[:-4]: np.load(folder / name, allow_pickle=False)
+        arrays = {name[:-4]: np.load(folder / name, allow_pickle=False,
+                                     mmap_mode="r" if name[:-4] in mapped else None)
                   for name in checksums if name.endswith(".npy")}
     except (OSError, ValueError) as exc:
         raise IndexCorruptedError(f"{folder}: cannot read metadata ({exc}); rebuild the index") from None

@@ -1,0 +1,168 @@
+"""Boxes for many indexed articles at once: what recommend_many and the export run.
+
+A call for an indexed article with a candidate list is the same few array steps
+whatever the article: read its list, recompute the cosines, filter, score, pick by MMR.
+Here those steps run for a block of sources together, as (sources x list width)
+arrays, so numpy's fixed cost per step (a microsecond or two, most of a single call)
+is paid once per block instead of once per article.
+
+A source this cannot finish comes back as None, for ``Recommender`` to do alone: a
+pool too small for the box (the fallback fills it), filters that leave too little of
+the list (a live search), articles added since the build, or settings this path does
+not cover (the neighbour blend). Every step is the single path's, element by
+element, so the boxes are the same to the bit (the tests compare them).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import copies, ranking
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import RankingConfig
+    from .recommender import _Served
+
+Chosen = list[tuple[int, float, float]]  # (position, score, similarity) in box order
+
+
+def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "RankingConfig", *,
+                 now_ts: float, excluded: np.ndarray, allowed: np.ndarray | None) -> list[Chosen | None]:
+    """The chosen items of each source's box, or None where the source needs the
+    single path. ``excluded``: positions never shown (besides each source itself);
+    ``allowed``: section codes a box may show (None: all)."""
+    lists = served.candidate_lists
+    fetch = max(settings.candidates, 4 * k)
+    if lists is None or fetch > lists.shape[1] or len(served.index) != len(lists) \
+            or (settings.neighbours > 0 and settings.neighbour_weight != 0):
+        return [None] * len(positions)
+    corpus = served.corpus
+    fetch = min(fetch, lists.shape[1])
+    need = min(settings.candidates, 4 * k)
+
+    # The list, most similar first (invalid slots last), cut at ``fetch``.
+    rows = lists[positions].astype(np.int64)
+    valid = rows >= 0
+    queries = served.index.vectors(positions)
+    vectors = served.index.vectors(np.where(valid, rows, 0).reshape(-1)).reshape(*rows.shape, -1)
+    sims = np.where(valid, ranking.cosines(vectors, queries), -np.inf).astype(np.float32)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
+    slots = order  # the vectors stay in list order (a second gather of them costs more than
+    # the whole ranking); everything else is in pool order
+    rows, valid = np.take_along_axis(rows, order, 1), np.take_along_axis(valid, order, 1)
+    sims = np.take_along_axis(sims, order, 1)
+
+    # Filters, as Recommender._box's is_eligible, per source.
+    published = corpus.published[positions]
+    by_article = settings.recency_reference == "article"
+    reference = np.where(by_article & ~np.isnan(published), published, now_ts)[:, None]
+    ok = valid & ranking.eligible(
+        rows, alive=corpus.alive, published=corpus.published, now=now_ts, reference=reference,
+        max_age_days=settings.max_age_days, excluded=excluded, section_codes=corpus.section_codes,
+        allowed_sections=allowed)
+    ok &= rows != positions[:, None]
+    ok &= sims >= settings.min_similarity
+    # "complete": no article outside the returned ones reaches min_similarity (see
+    # recommender._listed_candidates): a short list held every article, or the least
+    # similar returned one already misses the floor.
+    listed = valid.sum(axis=1)
+    returned = np.minimum(listed, fetch)
+    lowest = sims[np.arange(len(rows)), np.maximum(returned - 1, 0)]
+    complete = ((listed < lists.shape[1]) & (returned == listed)) | \
+        ((returned > 0) & (lowest < settings.min_similarity))
+    usable = (ok.sum(axis=1) >= need) | complete
+
+    # Scores: relevance (cosine blended with the stored term overlap), freshness, section.
+    relevance = sims
+    if corpus.prints is not None and settings.lexical_weight > 0:
+        if served.candidate_overlap is None:
+            return [None] * len(positions)
+        overlap = served.candidate_overlap[positions[:, None], slots].astype(np.float32)
+        relevance = (1.0 - settings.lexical_weight) * sims + settings.lexical_weight * overlap
+    age_days = (reference - corpus.published[rows]) / ranking.SECONDS_PER_DAY
+    scores = ranking.freshness_scores(relevance, age_days, margin=settings.freshness_margin,
+                                      half_life_days=settings.half_life_days)
+    if settings.section_bonus:
+        own = corpus.section_codes[positions][:, None]
+        scores = np.where(own != ranking.NO_SECTION,
+                          ranking.section_scores(scores, corpus.section_codes[rows], own, settings.section_bonus),
+                          scores)
+
+    # Same-story rules against the source, then MMR with the rules against each pick.
+    title_keys = corpus.title_keys[rows]
+    own_keys = corpus.title_keys[positions][:, None]
+    open_ = ok & usable[:, None] & (sims < settings.duplicate_similarity) & \
+        ((own_keys == 0) | (title_keys != own_keys))
+    copy_rule = settings.copy_containment is not None and corpus.copy_sketch is not None
+    if copy_rule:
+        if served.candidate_copies is None or served.candidate_copy_threshold != settings.copy_containment:
+            return [None] * len(positions)
+        bits = served.candidate_copies[positions][:, None]
+        open_ &= ((bits >> slots.astype(np.uint64)) & np.uint64(1)) == 0
+    chosen = _mmr(scores, vectors, slots, open_, k, settings, title_keys,
+                  rows if copy_rule else None, corpus)
+
+    boxes: list[Chosen | None] = []
+    for b in range(len(positions)):
+        picks = [i for i in chosen[b] if i >= 0]
+        if not usable[b] or (len(picks) < k and settings.fallback):
+            boxes.append(None)
+        else:
+            boxes.append([(int(rows[b, i]), float(scores[b, i]), float(sims[b, i])) for i in picks])
+    return boxes
+
+
+def _mmr(scores: np.ndarray, vectors: np.ndarray, slots: np.ndarray, open_: np.ndarray, k: int, settings,
+         title_keys, rows: np.ndarray | None, corpus) -> np.ndarray:
+    """``ranking.select_box`` for every source at once: chosen pool indices (-1 where
+    a box ran out of candidates), shape (sources, k). ``vectors`` are in list order,
+    ``slots`` maps pool order to it. ``rows``: the pool's positions when the copy
+    rule is on (a pick is checked against the earlier picks' texts)."""
+    n = len(scores)
+    scores = scores.astype(np.float64)
+    redundancy = np.zeros_like(scores)
+    chosen = np.full((n, k), -1, dtype=np.int64)
+    everyone = np.arange(n)
+    lam = settings.mmr_lambda
+    for step in range(k):
+        mmr = lam * scores - (1.0 - lam) * redundancy if step else scores
+        waiting = everyone[open_.any(axis=1)]
+        while len(waiting):
+            best = np.argmax(np.where(open_[waiting], mmr[waiting], -np.inf), axis=1)
+            open_[waiting, best] = False
+            if step and rows is not None:
+                copy = _copies_any_pick(corpus, rows[waiting, best], rows[waiting[:, None], chosen[waiting, :step]],
+                                        settings.copy_containment)
+                chosen[waiting[~copy], step] = best[~copy]
+                waiting = waiting[copy]
+                waiting = waiting[open_[waiting].any(axis=1)]  # try their next best
+            else:
+                chosen[waiting, step] = best
+                waiting = waiting[:0]
+        if step == k - 1:
+            break
+        # Every source's row against its pick (a source without one compares against
+        # its first slot and is left alone: it has no open candidate anyway).
+        best = np.maximum(chosen[:, step], 0)
+        cosine = np.take_along_axis(
+            ranking.cosines(vectors, vectors[everyone, slots[everyone, best]]), slots, 1)
+        same_story = cosine >= settings.duplicate_similarity
+        keys = title_keys[everyone, best][:, None]
+        same_story |= (keys != 0) & (title_keys == keys)
+        picked = chosen[:, step] >= 0
+        open_ &= ~(same_story & picked[:, None])
+        redundancy = np.where(picked[:, None], np.maximum(redundancy, cosine), redundancy)
+    return chosen
+
+
+def _copies_any_pick(corpus, candidates: np.ndarray, picks: np.ndarray, threshold: float) -> np.ndarray:
+    """For each source, whether its candidate (position) copies any of its earlier
+    picks (positions, one column per pick)."""
+    n, steps = picks.shape
+    a = np.repeat(candidates, steps)
+    b = picks.reshape(-1)
+    pairs = copies.copies_pairwise(corpus.copy_sketch[a], corpus.copy_shingles[a],
+                                   corpus.copy_sketch[b], corpus.copy_shingles[b], threshold)
+    return pairs.reshape(n, steps).any(axis=1)
