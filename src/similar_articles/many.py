@@ -80,7 +80,7 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
         if served.candidate_overlap is None:
             return [None] * len(positions)
         overlap = served.candidate_overlap[positions[:, None], slots].astype(np.float32)
-        relevance = (1.0 - settings.lexical_weight) * sims + settings.lexical_weight * overlap
+        relevance = ranking.blend(sims, overlap, settings.lexical_weight)
     age_days = (reference - corpus.published[rows]) / ranking.SECONDS_PER_DAY
     scores = ranking.freshness_scores(relevance, age_days, margin=settings.freshness_margin,
                                       half_life_days=settings.half_life_days)

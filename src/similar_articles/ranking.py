@@ -56,6 +56,12 @@ def cosines(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.einsum("...wd,...d->...w", vectors, query)
 
 
+def blend(similarity: np.ndarray, overlap: np.ndarray, lexical_weight: float) -> np.ndarray:
+    """Embedding cosine and term overlap mixed: (1 - w) * cosine + w * overlap, the
+    relevance of a pool to its source (float32 in, float32 out, whatever the batch)."""
+    return (1.0 - lexical_weight) * similarity + lexical_weight * overlap
+
+
 def recency_decay(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
     """1 for an article of age 0, 0.5 at one half-life; 0 for undated or no half-life."""
     age = np.asarray(age_days, dtype=np.float64)

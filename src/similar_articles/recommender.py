@@ -448,7 +448,7 @@ class Recommender:
         settings = replace_ranking(self.config.ranking, overrides)
         served = self._served_now()
         query, source = self._query(served, article)
-        with served.lock, _one_blas_thread():
+        with served.lock:
             return self._box(served, query, source, k, settings, now, exclude_ids, sections)
 
     def recommend_many(self, ids: Iterable[str], k: int = 2, *, now: datetime | None = None,
@@ -479,7 +479,7 @@ class Recommender:
         lists = served.candidate_lists
         listed = lists is not None and fetch <= lists.shape[1]
         boxes: list[list[Recommendation]] = []
-        with served.lock, _one_blas_thread():
+        with served.lock:
             now_ts = now.timestamp()
             for start in range(0, len(ids), batch_size):
                 block = positions[start:start + batch_size]
@@ -553,23 +553,16 @@ class Recommender:
                     mask &= positions != pos
             return mask
 
-        sims, positions, pool_vectors, slots = self._candidates(served, query, source, k, settings,
-                                                                is_eligible, prefetched)
+        sims, positions, vectors, slots = self._candidates(served, query, source, k, settings,
+                                                           is_eligible, prefetched)
         if source.get("copy_text") is not None:
             slots = None  # an unseen text under an indexed id: the stored pairs are the old text's
-        lexical_rows = None
-        if corpus.prints is not None and settings.lexical_weight > 0 and len(positions):
-            lexical_rows = _pool_lexical_rows(served, source, positions, slots)
-
-        def embedding_rows(which: np.ndarray) -> np.ndarray:
-            if np.array_equal(which, [0]):  # the source's row: the pool's cosines, already known
-                return np.concatenate([[1.0], sims]).astype(np.float32)[None, :]
-            return pool_vectors[which] @ pool_vectors.T
-
-        relevance = ranking.relevance(
-            embedding_rows, lexical_rows,
-            lexical_weight=settings.lexical_weight, neighbours=settings.neighbours,
-            neighbour_weight=settings.neighbour_weight)
+        overlap = _pool_overlap(served, source, positions, slots) \
+            if corpus.prints is not None and settings.lexical_weight > 0 and len(positions) else None
+        if settings.neighbours > 0 and settings.neighbour_weight != 0:
+            relevance = _neighbour_relevance(corpus, source, query, sims, positions, vectors, overlap, settings)
+        else:
+            relevance = sims if overlap is None else ranking.blend(sims, overlap, settings.lexical_weight)
         age_days = (reference - corpus.published[positions]) / ranking.SECONDS_PER_DAY
         scores = ranking.freshness_scores(
             relevance, age_days, margin=settings.freshness_margin, half_life_days=settings.half_life_days)
@@ -578,7 +571,7 @@ class Recommender:
             scores = ranking.section_scores(scores, corpus.section_codes[positions], source_code,
                                             settings.section_bonus)
         chosen, _ = ranking.select_box(
-            scores, pool_vectors[1:], k, mmr_lambda=settings.mmr_lambda,
+            scores, vectors, k, mmr_lambda=settings.mmr_lambda,
             duplicate_similarity=settings.duplicate_similarity,
             title_keys=corpus.title_keys[positions], query_title_key=source["title_key"],
             source_similarity=sims, **_copy_rule(served, source, positions, slots, settings.copy_containment))
@@ -592,8 +585,8 @@ class Recommender:
     def _candidates(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings,
                     is_eligible, prefetched) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """The pool a box is chosen from: eligible articles at least min_similarity to
-        the source, most similar first, as (cosines, positions, pool vectors with the
-        source's in row 0, list slots or None). An indexed source reads its precomputed
+        the source, most similar first, as (cosines, positions, vectors, list slots or
+        None). An indexed source reads its precomputed
         candidate list; otherwise, or when the call's filters leave too few of the
         list, it searches (and the pool has no slots)."""
         fetch = max(settings.candidates, 4 * k)
@@ -603,7 +596,7 @@ class Recommender:
             sims, positions, vectors, slots, complete = listed
             ok = is_eligible(positions) & (sims >= settings.min_similarity)
             if ok.sum() >= need or complete:
-                return sims[ok], positions[ok], np.vstack([query[None, :], vectors[ok]]), slots[ok]
+                return sims[ok], positions[ok], vectors[ok], slots[ok]
         # Search; widen while filters leave too few related ones.
         while True:
             if prefetched is not None:
@@ -618,11 +611,10 @@ class Recommender:
                 break
             fetch *= 4
         positions = positions[ok]
-        pool_vectors = np.vstack([query[None, :], served.index.vectors(positions)]) \
-            if len(positions) else query[None, :]
+        vectors = served.index.vectors(positions)
         # Exact cosines, as a listed pool has (the search's own are approximate for
         # quantised stores and summed in another order).
-        return ranking.cosines(pool_vectors[1:], query), positions, pool_vectors, None
+        return ranking.cosines(vectors, query), positions, vectors, None
 
     def _fallback(self, served: "_Served", query, source, need, *, chosen_positions, is_eligible, settings, now_ts):
         """Recent articles of the source's section, then recent overall, never a copy of
@@ -656,13 +648,13 @@ class Recommender:
             if not len(pool):
                 continue
             vectors = served.index.vectors(pool)
-            similarity = vectors @ query
+            similarity = ranking.cosines(vectors, query)
             for i in np.argsort(-similarity, kind="stable"):
                 if len(picked) == need:
                     return picked
                 key = int(corpus.title_keys[pool[i]])
                 if (key and key in shown_keys) or \
-                        float((shown_vectors @ vectors[i]).max()) >= settings.duplicate_similarity:
+                        float(ranking.cosines(shown_vectors, vectors[i]).max()) >= settings.duplicate_similarity:
                     continue
                 candidate = (corpus.copy_sketch[pool[i]], int(corpus.copy_shingles[pool[i]])) \
                     if check_copies else None
@@ -902,29 +894,43 @@ def _listed_candidates(served: "_Served", query: np.ndarray, position: int | Non
     return sims[order], row[order].astype(np.int64), vectors[order], slots[order], complete
 
 
-def _pool_lexical_rows(served: "_Served", source: dict, positions: np.ndarray, slots: np.ndarray | None):
-    """``ranking.relevance``'s term-overlap rows for a pool (source in row 0). Row 0
-    is read from the stored pair overlaps where the pool came from the source's list,
-    computed for the rest; other rows (the neighbour blend, off by default) are
-    computed from the fingerprints."""
+def _pool_overlap(served: "_Served", source: dict, positions: np.ndarray, slots: np.ndarray | None) -> np.ndarray:
+    """Term overlap of the source with each pool article: read from the stored pair
+    overlaps where the pool came from the source's list, computed for the rest."""
     corpus = served.corpus
-    direct = np.empty(len(positions), dtype=np.float32)
-    todo = np.ones(len(positions), dtype=bool)
     if slots is not None and served.candidate_overlap is not None:
-        todo = slots < 0
-        direct[~todo] = served.candidate_overlap[source["position"], slots[~todo]]
+        overlap = served.candidate_overlap[source["position"], slots].astype(np.float32)
+        todo = slots < 0  # added since the build: in no list
+    else:
+        overlap, todo = np.empty(len(positions), dtype=np.float32), np.ones(len(positions), dtype=bool)
     if todo.any():
         own = _source_print(corpus, source)
-        direct[todo] = overlaps(own.ids, own.weights, corpus.prints.ids[positions[todo]][None],
-                                corpus.prints.weights[positions[todo]][None])[0]
+        overlap[todo] = overlaps(own.ids, own.weights, corpus.prints.ids[positions[todo]][None],
+                                 corpus.prints.weights[positions[todo]][None])[0]
+    return overlap
 
-    def rows(which: np.ndarray) -> np.ndarray:
+
+def _neighbour_relevance(corpus: "_Corpus", source: dict, query: np.ndarray, sims: np.ndarray,
+                         positions: np.ndarray, vectors: np.ndarray, overlap: np.ndarray | None, settings):
+    """``ranking.relevance`` with the neighbour blend on (off by default): rows of the
+    pool's cosine and term-overlap matrices, the source's in row 0."""
+    pool = np.vstack([query[None, :], vectors])
+
+    def embedding_rows(which: np.ndarray) -> np.ndarray:
+        if np.array_equal(which, [0]):  # the source's row: the pool's cosines, already known
+            return np.concatenate([[1.0], sims]).astype(np.float32)[None, :]
+        return np.einsum("id,jd->ij", pool[which], pool)
+
+    def lexical_rows(which: np.ndarray) -> np.ndarray:
         if np.array_equal(which, [0]):
-            return np.concatenate([[1.0], direct]).astype(np.float32)[None, :]
+            return np.concatenate([[1.0], overlap]).astype(np.float32)[None, :]
         own = _source_print(corpus, source)
         return PoolTerms(Fingerprints(np.vstack([own.ids, corpus.prints.ids[positions]]),
                                       np.vstack([own.weights, corpus.prints.weights[positions]]))).rows(which)
-    return rows
+
+    return ranking.relevance(embedding_rows, None if overlap is None else lexical_rows,
+                             lexical_weight=settings.lexical_weight, neighbours=settings.neighbours,
+                             neighbour_weight=settings.neighbour_weight)
 
 
 def _source_print(corpus: "_Corpus", source: dict) -> Fingerprints:
@@ -945,20 +951,24 @@ def _copy_rule(served: "_Served", source: dict, positions: np.ndarray, slots: np
     corpus = served.corpus
     if threshold is None or corpus.copy_sketch is None or not len(positions):
         return {}
-    rows, counts = corpus.copy_sketch[positions], corpus.copy_shingles[positions]
-    source_copies = np.zeros(len(positions), dtype=bool)
-    todo = np.ones(len(positions), dtype=bool)
     if slots is not None and served.candidate_copies is not None and \
             served.candidate_copy_threshold == threshold:
-        todo = slots < 0
         bits = served.candidate_copies[source["position"]]
-        source_copies[~todo] = (bits >> slots[~todo].astype(np.uint64)) & np.uint64(1) == 1
+        source_copies = (bits >> slots.astype(np.uint64)) & np.uint64(1) == 1
+        todo = slots < 0  # added since the build: in no list (what slot -1 read is cleared)
+        source_copies &= ~todo
+    else:
+        source_copies, todo = np.zeros(len(positions), dtype=bool), np.ones(len(positions), dtype=bool)
     row, count = _source_sketch(corpus, source)
     if row is not None and todo.any():
-        source_copies[todo] = copies.copies_of(row, count, rows[todo], counts[todo], threshold)
+        at = positions[todo]
+        source_copies[todo] = copies.copies_of(row, count, corpus.copy_sketch[at], corpus.copy_shingles[at],
+                                               threshold)
 
     def is_copy(i: int, chosen: list[int]) -> bool:
-        return bool(copies.copies_of(rows[i], int(counts[i]), rows[chosen], counts[chosen], threshold).any())
+        at = positions[chosen]
+        return bool(copies.copies_of(corpus.copy_sketch[positions[i]], int(corpus.copy_shingles[positions[i]]),
+                                     corpus.copy_sketch[at], corpus.copy_shingles[at], threshold).any())
     return {"source_copies": source_copies, "is_copy": is_copy}
 
 
@@ -995,24 +1005,6 @@ def _indexed_source(corpus: "_Corpus", article_id: str, pos: int) -> dict:
     read when a call needs it: see _source_print)."""
     return {"id": article_id, "position": pos, "published": corpus.published[pos],
             "section": corpus.sections[pos], "title_key": int(corpus.title_keys[pos]), "print": None}
-
-
-_blas = None
-
-
-def _one_blas_thread():
-    """BLAS on one thread for the duration of a call.
-
-    A box multiplies a few rows by a 50-article pool; OpenBLAS would split even that
-    over every core, and on a busy server the threads' hand-offs cost 10-50x the
-    work itself (measured: 17 ms instead of 0.8 ms a call at load average 5 on 2 cores).
-    """
-    global _blas
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
-
-        _blas = ThreadpoolController().select(user_api="blas")
-    return _blas.limit(limits=1)
 
 
 def parse_articles(rows: Iterable[ArticleLike]) -> list[Article]:
