@@ -838,9 +838,8 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
                              f"{encoder.model_id}: expect high churn")
         else:
             report.added = len(corpus.ids)
-        with _one_blas_thread():
-            result = evaluate_gate(_Boxes(new, served, gate.k, now, gate.duplicate_similarity),
-                                   previous, gate, removed=report.removed, bar=bar, notes=notes)
+        result = evaluate_gate(_Boxes(new, served, gate.k, now, gate.duplicate_similarity),
+                               previous, gate, removed=report.removed, bar=bar, notes=notes)
         result.forced = force and not result.passed
         report.gate = result
         del previous
@@ -926,16 +925,6 @@ def _stored_gate(folder: Path, gate: GateLimits) -> tuple[dict, dict] | None:
         return report["new"], boxes
     except (OSError, ValueError, KeyError):
         return None
-
-
-def _one_blas_thread():
-    """The gate ranks thousands of small candidate pools: BLAS threads only add wake-up
-    costs to such products (6x slower per box on a busy 2-core machine)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # comes with scikit-learn; without it, run as configured
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _save_report(path: Path, report: BuildReport) -> None:
