@@ -51,3 +51,18 @@ def news100_vectors(news100, encoder, tmp_path_factory):
     from similar_articles.articles import Article
 
     return encoder.encode_articles([Article.from_row(r) for r in news100])
+
+
+class CountingBar:
+    """A stand-in for a tqdm bar that counts what it is advanced by."""
+
+    def __init__(self):
+        self.n = 0
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+
+@pytest.fixture
+def counting_bar() -> CountingBar:
+    return CountingBar()

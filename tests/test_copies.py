@@ -300,23 +300,15 @@ def test_copies_pairwise_says_what_copies_of_says_for_every_pair():
     assert copies.copies_pairwise(rows[:0], counts[:0], rows[:0], counts[:0], 0.6).shape == (0,)
 
 
-def test_list_copy_bits_mark_the_listed_copies():
+def test_list_copy_bits_mark_the_listed_copies(counting_bar):
     rows, counts = copies.sketches(_texts())
     n = len(rows)
     rng = np.random.default_rng(5)
     lists = np.stack([rng.permutation(n)[:n - 3] for _ in range(n)]).astype(np.int32)
     lists[rng.random(lists.shape) < 0.2] = -1
     lists[4] = -1
-
-    class Bar:
-        n = 0
-
-        def update(self, k):
-            self.n += k
-
-    bar = Bar()
-    bits = copies.list_copy_bits(rows, counts, lists, 0.6, block=5, bar=bar)
-    assert bits.dtype == np.uint64 and bits.shape == (n,) and bar.n == n
+    bits = copies.list_copy_bits(rows, counts, lists, 0.6, block=5, bar=counting_bar)
+    assert bits.dtype == np.uint64 and bits.shape == (n,) and counting_bar.n == n
     for i in range(n):
         listed = lists[i][lists[i] >= 0]
         expected = np.zeros(lists.shape[1], dtype=bool)

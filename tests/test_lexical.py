@@ -125,22 +125,14 @@ def test_a_pair_overlap_does_not_depend_on_the_batch(news100):
         assert one_pair[0, 0] == together[row, 5]
 
 
-def test_list_overlaps_store_the_overlaps_and_zero_for_missing_neighbours(news100):
+def test_list_overlaps_store_the_overlaps_and_zero_for_missing_neighbours(counting_bar, news100):
     prints = _news_prints(news100)
     rng = np.random.default_rng(3)
     lists = rng.integers(0, len(prints), size=(len(prints), 12)).astype(np.int32)
     lists[rng.random(lists.shape) < 0.3] = -1
     lists[5] = -1
-
-    class Bar:
-        n = 0
-
-        def update(self, k):
-            self.n += k
-
-    bar = Bar()
-    stored = list_overlaps(prints, lists, block=7, bar=bar)
-    assert stored.dtype == np.float16 and stored.shape == lists.shape and bar.n == len(prints)
+    stored = list_overlaps(prints, lists, block=7, bar=counting_bar)
+    assert stored.dtype == np.float16 and stored.shape == lists.shape and counting_bar.n == len(prints)
     assert (stored[lists < 0] == 0).all()
     computed = overlaps(*_pair_arrays(prints, np.maximum(lists, 0)))  # what a call computes
     assert np.array_equal(stored[lists >= 0].astype(np.float32), computed[lists >= 0])

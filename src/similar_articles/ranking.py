@@ -86,8 +86,7 @@ def relevance(embedding_rows: Callable[[np.ndarray], np.ndarray],
     def blended(which: np.ndarray) -> np.ndarray:
         if lexical_rows is None or lexical_weight == 0:
             return embedding_rows(which)[:, 1:]
-        return ((1.0 - lexical_weight) * embedding_rows(which)
-                + lexical_weight * lexical_rows(which))[:, 1:]
+        return blend(embedding_rows(which), lexical_rows(which), lexical_weight)[:, 1:]
 
     direct = blended(np.array([0]))[0]
     if neighbours <= 0 or neighbour_weight == 0 or len(direct) == 0:
