@@ -25,12 +25,13 @@ def _boxes_equal(a, b) -> None:
     assert [r.to_dict() for r in a] == [r.to_dict() for r in b]
 
 
-def test_recommend_many_gives_the_same_boxes_as_recommend(news100_index, news100):
+@pytest.mark.parametrize("k", [2, 3])
+def test_recommend_many_gives_the_same_boxes_as_recommend(news100_index, news100, k):
     ids = [row["id"] for row in news100]
-    many = news100_index.recommend_many(ids, k=3, now=NOW)
+    many = news100_index.recommend_many(ids, k=k, now=NOW)
     assert len(many) == len(ids)
     for article_id, box in zip(ids, many):
-        _boxes_equal(box, news100_index.recommend(article_id, k=3, now=NOW))
+        _boxes_equal(box, news100_index.recommend(article_id, k=k, now=NOW))
 
 
 def test_recommend_many_passes_filters_and_overrides(news100_index, news100):

@@ -254,3 +254,14 @@ def test_process_wide_recommend_reads_the_environment(monkeypatch, seed_index):
     monkeypatch.setenv("SIMILAR_ARTICLES_INDEX", str(seed_index))
     assert [i.id for i in recommend(INF, k=2)] == ["us-quits-inf", "russia-shows-missile"]
     monkeypatch.setattr(module, "_default", None)
+
+
+def test_positions_of_many_ids_are_those_of_each_id():
+    from similar_articles.recommender import _Positions, _text_column
+
+    positions = _Positions(_text_column(["a", "b", "a", "c"]))  # "a" replaced: the newest wins
+    positions["d"] = 9  # added after load
+    asked = ["a", "b", "c", "d", "missing", "", 5]
+    assert positions.get_many(asked).tolist() == [2, 1, 3, 9, -1, -1, -1]
+    assert positions.get_many(asked).tolist() == [positions.get(i, -1) for i in asked]
+    assert _Positions(_text_column([])).get_many(["a"]).tolist() == [-1]

@@ -6,7 +6,7 @@ Here those steps run for a block of sources together, as (sources x list width)
 arrays, so numpy's fixed cost per step (a microsecond or two, most of a single call)
 is paid once per block instead of once per article.
 
-A source this cannot finish comes back as None, for ``Recommender`` to do alone: a
+A source this cannot finish comes back unfinished, for ``Recommender`` to do alone: a
 pool too small for the box (the fallback fills it), filters that leave too little of
 the list (a live search), articles added since the build, or settings this path does
 not cover (the neighbour blend). Every step is the single path's, element by
@@ -15,7 +15,7 @@ element, so the boxes are the same to the bit (the tests compare them).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -25,19 +25,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import RankingConfig
     from .recommender import _Served
 
-Chosen = list[tuple[int, float, float]]  # (position, score, similarity) in box order
+class Boxes(NamedTuple):
+    """The boxes of a block of sources, item j of source b at [b, j]: ``positions``
+    (-1 past a box's end), ``scores``, ``similarities``; ``finished`` is False where
+    the source needs the single path (its row is then meaningless)."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+    similarities: np.ndarray
+    finished: np.ndarray
+
+
+def _unfinished(n: int, k: int) -> Boxes:
+    return Boxes(np.full((n, k), -1, dtype=np.int64), np.zeros((n, k)), np.zeros((n, k)), np.zeros(n, dtype=bool))
 
 
 def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "RankingConfig", *,
-                 now_ts: float, excluded: np.ndarray, allowed: np.ndarray | None) -> list[Chosen | None]:
-    """The chosen items of each source's box, or None where the source needs the
-    single path. ``excluded``: positions never shown (besides each source itself);
-    ``allowed``: section codes a box may show (None: all)."""
+                 now_ts: float, excluded: np.ndarray, allowed: np.ndarray | None) -> Boxes:
+    """The chosen items of each source's box (see Boxes). ``excluded``: positions
+    never shown (besides each source itself); ``allowed``: section codes a box may
+    show (None: all)."""
     lists = served.candidate_lists
     fetch = max(settings.candidates, 4 * k)
     if lists is None or fetch > lists.shape[1] or len(served.index) != len(lists) \
             or (settings.neighbours > 0 and settings.neighbour_weight != 0):
-        return [None] * len(positions)
+        return _unfinished(len(positions), k)
     corpus = served.corpus
     fetch = min(fetch, lists.shape[1])
     need = min(settings.candidates, 4 * k)
@@ -45,12 +57,11 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
     # The list, most similar first (invalid slots last), cut at ``fetch``.
     rows = lists[positions].astype(np.int64)
     valid = rows >= 0
-    queries = served.index.vectors(positions)
-    vectors = served.index.vectors(np.where(valid, rows, 0).reshape(-1)).reshape(*rows.shape, -1)
-    sims = np.where(valid, ranking.cosines(vectors, queries), -np.inf).astype(np.float32)
+    index = served.index
+    bulk = len(positions) >= 32  # worth every core (see FaissIndex.inner_products)
+    sims = index.inner_products(index.vectors(positions), rows, all_cores=bulk)  # -inf for invalid slots
     order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
-    slots = order  # the vectors stay in list order (a second gather of them costs more than
-    # the whole ranking); everything else is in pool order
+    slots = order  # each pool item's place in the list row (to read the pair arrays)
     rows, valid = np.take_along_axis(rows, order, 1), np.take_along_axis(valid, order, 1)
     sims = np.take_along_axis(sims, order, 1)
 
@@ -78,7 +89,7 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
     relevance = sims
     if corpus.prints is not None and settings.lexical_weight > 0:
         if served.candidate_overlap is None:
-            return [None] * len(positions)
+            return _unfinished(len(positions), k)
         overlap = served.candidate_overlap[positions[:, None], slots].astype(np.float32)
         relevance = ranking.blend(sims, overlap, settings.lexical_weight)
     age_days = (reference - corpus.published[rows]) / ranking.SECONDS_PER_DAY
@@ -98,28 +109,26 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
     copy_rule = settings.copy_containment is not None and corpus.copy_sketch is not None
     if copy_rule:
         if served.candidate_copies is None or served.candidate_copy_threshold != settings.copy_containment:
-            return [None] * len(positions)
+            return _unfinished(len(positions), k)
         bits = served.candidate_copies[positions][:, None]
         open_ &= ((bits >> slots.astype(np.uint64)) & np.uint64(1)) == 0
-    chosen = _mmr(scores, vectors, slots, open_, k, settings, title_keys,
-                  rows if copy_rule else None, corpus)
+    chosen = _mmr(scores, index, rows, open_, k, settings, title_keys, corpus, copy_rule, bulk)
 
-    boxes: list[Chosen | None] = []
-    for b in range(len(positions)):
-        picks = [i for i in chosen[b] if i >= 0]
-        if not usable[b] or (len(picks) < k and settings.fallback):
-            boxes.append(None)
-        else:
-            boxes.append([(int(rows[b, i]), float(scores[b, i]), float(sims[b, i])) for i in picks])
-    return boxes
+    # A box short of k goes to the single path, whose fallback fills it.
+    has = chosen >= 0
+    at = np.maximum(chosen, 0)
+    return Boxes(positions=np.where(has, np.take_along_axis(rows, at, 1), -1),
+                 scores=np.take_along_axis(scores, at, 1).astype(np.float64),
+                 similarities=np.take_along_axis(sims, at, 1).astype(np.float64),
+                 finished=usable & (has.all(axis=1) | (not settings.fallback)))
 
 
-def _mmr(scores: np.ndarray, vectors: np.ndarray, slots: np.ndarray, open_: np.ndarray, k: int, settings,
-         title_keys, rows: np.ndarray | None, corpus) -> np.ndarray:
+def _mmr(scores: np.ndarray, index, rows: np.ndarray, open_: np.ndarray, k: int, settings,
+         title_keys, corpus, copy_rule: bool, bulk: bool) -> np.ndarray:
     """``ranking.select_box`` for every source at once: chosen pool indices (-1 where
-    a box ran out of candidates), shape (sources, k). ``vectors`` are in list order,
-    ``slots`` maps pool order to it. ``rows``: the pool's positions when the copy
-    rule is on (a pick is checked against the earlier picks' texts)."""
+    a box ran out of candidates), shape (sources, k). ``rows``: the pool's positions
+    (-1 for empty slots). ``copy_rule``: a pick is checked against the earlier picks'
+    texts."""
     n = len(scores)
     scores = scores.astype(np.float64)
     redundancy = np.zeros_like(scores)
@@ -132,7 +141,7 @@ def _mmr(scores: np.ndarray, vectors: np.ndarray, slots: np.ndarray, open_: np.n
         while len(waiting):
             best = np.argmax(np.where(open_[waiting], mmr[waiting], -np.inf), axis=1)
             open_[waiting, best] = False
-            if step and rows is not None:
+            if step and copy_rule:
                 copy = _copies_any_pick(corpus, rows[waiting, best], rows[waiting[:, None], chosen[waiting, :step]],
                                         settings.copy_containment)
                 chosen[waiting[~copy], step] = best[~copy]
@@ -143,11 +152,10 @@ def _mmr(scores: np.ndarray, vectors: np.ndarray, slots: np.ndarray, open_: np.n
                 waiting = waiting[:0]
         if step == k - 1:
             break
-        # Every source's row against its pick (a source without one compares against
-        # its first slot and is left alone: it has no open candidate anyway).
+        # Every source's pool against its pick (a source without one compares against
+        # its first slot, or row 0, and is left alone: it has no open candidate anyway).
         best = np.maximum(chosen[:, step], 0)
-        cosine = np.take_along_axis(
-            ranking.cosines(vectors, vectors[everyone, slots[everyone, best]]), slots, 1)
+        cosine = index.inner_products(index.vectors(np.maximum(rows[everyone, best], 0)), rows, all_cores=bulk)
         same_story = cosine >= settings.duplicate_similarity
         keys = title_keys[everyone, best][:, None]
         same_story |= (keys != 0) & (title_keys == keys)

@@ -113,12 +113,13 @@ def section_scores(scores: np.ndarray, section_codes: np.ndarray, source_code: i
     return scores + bonus * (section_codes == source_code)
 
 
-def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: float,
+def select_box(scores: np.ndarray, vectors: np.ndarray | None, k: int, *, mmr_lambda: float,
                duplicate_similarity: float, title_keys: np.ndarray,
                query_vector: np.ndarray | None = None, query_title_key: int = 0,
                source_similarity: np.ndarray | None = None,
                source_copies: np.ndarray | None = None,
-               is_copy: Callable[[int, list[int]], bool] | None = None) -> tuple[np.ndarray, int]:
+               is_copy: Callable[[int, list[int]], bool] | None = None,
+               cosines_to: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, int]:
     """Greedy MMR over a candidate pool with same-story collapse.
 
     Returns the chosen pool indices in box order and how many candidates were dropped
@@ -126,7 +127,9 @@ def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: f
     pool's unit vectors; ``scores`` its relevance (similarity + freshness). A caller
     that has the pool's cosine to the source passes it as ``source_similarity``
     instead of ``query_vector``. Only the chosen items' rows of the pool's cosine
-    matrix are computed: k small products, not a pool x pool one.
+    matrix are computed: k small products, not a pool x pool one. A caller whose
+    vectors stay in the index passes ``cosines_to(i)`` (the pool's cosines to item i)
+    and no ``vectors``.
 
     Same story: cosine at least ``duplicate_similarity``, an equal headline key, or a
     near-verbatim copy whatever the cosine (``copies.py``): ``source_copies`` marks the
@@ -162,7 +165,7 @@ def select_box(scores: np.ndarray, vectors: np.ndarray, k: int, *, mmr_lambda: f
         chosen.append(best)
         if len(chosen) == k:
             break  # nothing is picked after the last item: its story need not be closed
-        cosine = cosines(vectors, vectors[best])
+        cosine = cosines_to(best) if cosines_to is not None else cosines(vectors, vectors[best])
         same_story = cosine >= duplicate_similarity
         if title_keys[best]:
             same_story |= title_keys == title_keys[best]

@@ -108,6 +108,27 @@ class _Positions:
             i += 1
         return found
 
+    def get_many(self, ids: list) -> np.ndarray:
+        """Positions of ``ids`` (-1 for unknown ones), as ``get`` gives them; one
+        vectorised lookup instead of a search per id."""
+        ids = list(ids)
+        positions = np.full(len(ids), -1, dtype=np.int64)
+        checked = np.zeros(len(ids), dtype=bool)
+        texts = [i if isinstance(i, str) else "" for i in ids]
+        if len(self._ids) and ids:
+            wanted = np.fromiter(map(hash, texts), dtype=np.int64, count=len(ids))
+            # The last entry with the hash is the newest article having it: when it
+            # holds the id, it is get()'s answer; otherwise (another id with the same
+            # hash, an id added since load, not a string, or none) ask get().
+            at = np.maximum(np.searchsorted(self._hashes, wanted, side="right") - 1, 0)
+            positions = self._order[at].astype(np.int64)
+            checked = (self._hashes[at] == wanted) & (self._ids[positions] == np.array(texts, dtype=self._ids.dtype))
+            positions[~checked] = -1
+        for i in np.flatnonzero(~checked | bool(self._added)).tolist():
+            found = self.get(ids[i])
+            positions[i] = -1 if found is None else found
+        return positions
+
     def __contains__(self, article_id) -> bool:
         return self.get(article_id) is not None
 
@@ -472,7 +493,7 @@ class Recommender:
         exclude_ids = tuple(exclude_ids)
         sections = None if sections is None else tuple(sections)
         ids = list(ids)
-        positions = np.array([_position_of(corpus, article_id) for article_id in ids], dtype=np.int64)
+        positions = _positions_of(corpus, ids)
         excluded = np.array([corpus.positions[i] for i in exclude_ids if i in corpus.positions], dtype=np.int64)
         allowed = _section_codes(corpus, sections)
         fetch = max(settings.candidates, 4 * k)
@@ -485,19 +506,20 @@ class Recommender:
                 block = positions[start:start + batch_size]
                 ranked = many.listed_boxes(served, block, k, settings, now_ts=now_ts, excluded=excluded,
                                            allowed=allowed)
+                items = iter(_listed_items(corpus, block, ranked, now_ts))
                 # The rest go alone; those without a list share one search.
-                alone = [row for row, picks in enumerate(ranked) if picks is None]
+                alone = np.flatnonzero(~ranked.finished).tolist()
                 searched = [row for row in alone if not listed or block[row] >= len(lists)]
                 found = dict(zip(searched, zip(*served.index.search_many(
                     served.index.vectors(block[searched]), fetch)))) if searched else {}
-                for row, (pos, picks) in enumerate(zip(block.tolist(), ranked)):
-                    source = _indexed_source(corpus, ids[start + row], pos)
-                    if picks is None:
-                        boxes.append(self._box(served, served.index.vectors(np.array([pos]))[0], source, k,
-                                               settings, now, exclude_ids, sections, prefetched=found.get(row)))
-                    else:
-                        boxes.append([self._item(served, p, score, sim, source, now_ts, None)
-                                      for p, score, sim in picks])
+                for row, finished in enumerate(ranked.finished.tolist()):
+                    if finished:
+                        boxes.append(next(items))
+                        continue
+                    pos = int(block[row])
+                    boxes.append(self._box(served, served.index.vectors(np.array([pos]))[0],
+                                           _indexed_source(corpus, ids[start + row], pos), k, settings, now,
+                                           exclude_ids, sections, prefetched=found.get(row)))
         return boxes
 
     def _query(self, served: "_Served", article: str | ArticleLike) -> tuple[np.ndarray, dict]:
@@ -553,14 +575,14 @@ class Recommender:
                     mask &= positions != pos
             return mask
 
-        sims, positions, vectors, slots = self._candidates(served, query, source, k, settings,
-                                                           is_eligible, prefetched)
+        sims, positions, slots = self._candidates(served, query, source, k, settings, is_eligible, prefetched)
         if source.get("copy_text") is not None:
             slots = None  # an unseen text under an indexed id: the stored pairs are the old text's
         overlap = _pool_overlap(served, source, positions, slots) \
             if corpus.prints is not None and settings.lexical_weight > 0 and len(positions) else None
         if settings.neighbours > 0 and settings.neighbour_weight != 0:
-            relevance = _neighbour_relevance(corpus, source, query, sims, positions, vectors, overlap, settings)
+            relevance = _neighbour_relevance(corpus, source, query, sims, positions,
+                                             served.index.vectors(positions), overlap, settings)
         else:
             relevance = sims if overlap is None else ranking.blend(sims, overlap, settings.lexical_weight)
         age_days = (reference - corpus.published[positions]) / ranking.SECONDS_PER_DAY
@@ -571,7 +593,7 @@ class Recommender:
             scores = ranking.section_scores(scores, corpus.section_codes[positions], source_code,
                                             settings.section_bonus)
         chosen, _ = ranking.select_box(
-            scores, vectors, k, mmr_lambda=settings.mmr_lambda,
+            scores, None, k, cosines_to=_cosines_to(served.index, positions), mmr_lambda=settings.mmr_lambda,
             duplicate_similarity=settings.duplicate_similarity,
             title_keys=corpus.title_keys[positions], query_title_key=source["title_key"],
             source_similarity=sims, **_copy_rule(served, source, positions, slots, settings.copy_containment))
@@ -583,20 +605,20 @@ class Recommender:
         return box
 
     def _candidates(self, served: "_Served", query: np.ndarray, source: dict, k: int, settings,
-                    is_eligible, prefetched) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                    is_eligible, prefetched) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The pool a box is chosen from: eligible articles at least min_similarity to
-        the source, most similar first, as (cosines, positions, vectors, list slots or
-        None). An indexed source reads its precomputed
+        the source, most similar first, as (cosines, positions, list slots or None).
+        An indexed source reads its precomputed
         candidate list; otherwise, or when the call's filters leave too few of the
         list, it searches (and the pool has no slots)."""
         fetch = max(settings.candidates, 4 * k)
         need = min(settings.candidates, 4 * k)
         listed = _listed_candidates(served, query, source["position"], fetch, settings.min_similarity)
         if listed is not None:
-            sims, positions, vectors, slots, complete = listed
+            sims, positions, slots, complete = listed
             ok = is_eligible(positions) & (sims >= settings.min_similarity)
             if ok.sum() >= need or complete:
-                return sims[ok], positions[ok], vectors[ok], slots[ok]
+                return sims[ok], positions[ok], slots[ok]
         # Search; widen while filters leave too few related ones.
         while True:
             if prefetched is not None:
@@ -611,10 +633,9 @@ class Recommender:
                 break
             fetch *= 4
         positions = positions[ok]
-        vectors = served.index.vectors(positions)
         # Exact cosines, as a listed pool has (the search's own are approximate for
         # quantised stores and summed in another order).
-        return ranking.cosines(vectors, query), positions, vectors, None
+        return served.index.inner_products(query, positions[None])[0], positions, None
 
     def _fallback(self, served: "_Served", query, source, need, *, chosen_positions, is_eligible, settings, now_ts):
         """Recent articles of the source's section, then recent overall, never a copy of
@@ -648,7 +669,7 @@ class Recommender:
             if not len(pool):
                 continue
             vectors = served.index.vectors(pool)
-            similarity = ranking.cosines(vectors, query)
+            similarity = served.index.inner_products(query, pool[None])[0]
             for i in np.argsort(-similarity, kind="stable"):
                 if len(picked) == need:
                     return picked
@@ -673,19 +694,9 @@ class Recommender:
     def _item(self, served: "_Served", pos: int, score: float, similarity: float, source: dict, now_ts: float,
               fallback: str | None) -> Recommendation:
         corpus = served.corpus
-        published = float(corpus.published[pos])
-        if not math.isnan(source["published"]):
-            age, relative_to = source["published"] - published, "article"
-        else:
-            age, relative_to = now_ts - published, "now"
-        return Recommendation(
-            id=corpus.ids[pos], title=corpus.titles[pos], url=corpus.urls[pos],
-            published_at=None if math.isnan(published) else datetime.fromtimestamp(published, timezone.utc),
-            section=corpus.sections[pos], score=round(score, 4), similarity=round(similarity, 4),
-            reasons=ranking.reasons_for(
-                similarity=similarity, section=corpus.sections[pos], source_section=source["section"],
-                age_seconds=age, age_relative_to=relative_to, fallback=fallback),
-            fallback=fallback is not None)
+        return _recommendation(corpus.ids[pos], corpus.titles[pos], corpus.urls[pos], float(corpus.published[pos]),
+                               corpus.sections[pos], score, similarity, source["published"], source["section"],
+                               now_ts, fallback)
 
     # ------------------------------------------------------------ between rebuilds
     def add(self, rows: Iterable[ArticleLike], *, embeddings: np.ndarray | None = None) -> int:
@@ -861,7 +872,7 @@ _MAX_UNLISTED = 4096  # articles added since the build that a listed box scores 
 
 def _listed_candidates(served: "_Served", query: np.ndarray, position: int | None, fetch: int,
                        min_similarity: float):
-    """(cosines, positions, vectors, slots, complete) of the source's precomputed
+    """(cosines, positions, slots, complete) of the source's precomputed
     candidate list plus the articles added since the build, most similar first; None
     when there is no usable list. ``slots``: each one's place in the list row (to read
     the pair arrays), -1 for those added since. ``complete``: no article outside these
@@ -879,8 +890,7 @@ def _listed_candidates(served: "_Served", query: np.ndarray, position: int | Non
     if unlisted:
         row = np.concatenate([row, np.arange(len(lists), len(served.index), dtype=row.dtype)])
         slots = np.concatenate([slots, np.full(unlisted, -1, dtype=slots.dtype)])
-    vectors = served.index.vectors(row)
-    sims = ranking.cosines(vectors, query)
+    sims = served.index.inner_products(query, row[None])[0]
     order = np.argsort(-sims, kind="stable")[:fetch]
     # Articles outside the list are less similar than every listed one: when the
     # least similar listed one returned misses min_similarity, so does everything
@@ -888,7 +898,55 @@ def _listed_candidates(served: "_Served", query: np.ndarray, position: int | Non
     returned_listed = sims[order[order < listed]]
     complete = (listed < lists.shape[1] and len(order) == len(row)) or \
         (len(returned_listed) > 0 and float(returned_listed.min()) < min_similarity)
-    return sims[order], row[order].astype(np.int64), vectors[order], slots[order], complete
+    return sims[order], row[order].astype(np.int64), slots[order], complete
+
+
+def _recommendation(article_id: str, title: str, url: str | None, published: float, section: str | None,
+                    score: float, similarity: float, source_published: float, source_section: str | None,
+                    now_ts: float, fallback: str | None) -> Recommendation:
+    """One box item from its article's columns; the age is counted from the source's
+    date, or from now for an undated source."""
+    if not math.isnan(source_published):
+        age, relative_to = source_published - published, "article"
+    else:
+        age, relative_to = now_ts - published, "now"
+    return Recommendation(
+        id=article_id, title=title, url=url,
+        published_at=None if math.isnan(published) else datetime.fromtimestamp(published, timezone.utc),
+        section=section, score=round(score, 4), similarity=round(similarity, 4),
+        reasons=ranking.reasons_for(similarity=similarity, section=section, source_section=source_section,
+                                    age_seconds=age, age_relative_to=relative_to, fallback=fallback),
+        fallback=fallback is not None)
+
+
+def _listed_items(corpus: "_Corpus", sources: np.ndarray, ranked: "many.Boxes", now_ts: float
+                  ) -> list[list[Recommendation]]:
+    """The Recommendations of every finished box of a block, in block order: each
+    column is read once for the whole block (a column read per item costs more than
+    the ranking of it)."""
+    finished = ranked.finished
+    at = ranked.positions[finished]
+    filled = at >= 0
+    flat = at[filled]
+    # Per item, from the columns: what the item shows, and its source's date and section.
+    source_of = np.broadcast_to(sources[finished][:, None], at.shape)[filled]
+    columns = zip(corpus.ids[flat].tolist(), corpus.titles[flat].tolist(), corpus.urls[flat].tolist(),
+                  corpus.published[flat].tolist(), corpus.sections[flat].tolist(),
+                  ranked.scores[finished][filled].tolist(), ranked.similarities[finished][filled].tolist(),
+                  corpus.published[source_of].tolist(), corpus.sections[source_of].tolist())
+    items = [_recommendation(*fields, now_ts, None) for fields in columns]
+    boxes, start = [], 0
+    for size in filled.sum(axis=1).tolist():
+        boxes.append(items[start:start + size])
+        start += size
+    return boxes
+
+
+def _cosines_to(index, positions: np.ndarray):
+    """``ranking.select_box``'s cosines_to for a pool whose vectors stay in the index:
+    only the pick's row is read."""
+    pool = positions[None, :]
+    return lambda i: index.inner_products(index.vectors(positions[i:i + 1]), pool)[0]
 
 
 def _pool_overlap(served: "_Served", source: dict, positions: np.ndarray, slots: np.ndarray | None) -> np.ndarray:
@@ -995,6 +1053,15 @@ def _position_of(corpus: "_Corpus", article_id: str) -> int:
             f"article id {article_id!r} is not in the index; pass the article itself "
             "(a dict with title and body) to get a box for an unseen article")
     return pos
+
+
+def _positions_of(corpus: "_Corpus", ids: list[str]) -> np.ndarray:
+    """``_position_of`` for many ids at once."""
+    positions = corpus.positions.get_many(ids)
+    missing = (positions < 0) | ~corpus.alive[np.maximum(positions, 0)]
+    if missing.any():
+        _position_of(corpus, ids[int(np.argmax(missing))])  # raises, naming the id
+    return positions
 
 
 def _indexed_source(corpus: "_Corpus", article_id: str, pos: int) -> dict:

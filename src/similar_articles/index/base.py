@@ -32,4 +32,8 @@ class VectorIndex(Protocol):
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """The stored rows at ``positions`` (a copy of just those rows)."""
 
+    def inner_products(self, queries: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """(B, W) cosines of ``queries`` (B, d) with the rows at ``positions`` (B, W);
+        -inf where a position is negative."""
+
     def save(self, path: Path) -> None: ...

@@ -33,6 +33,14 @@ def _single_thread() -> None:
         faiss.omp_set_num_threads(1)
 
 
+class _OneCore:
+    def __enter__(self):
+        _single_thread()
+
+    def __exit__(self, *exc):
+        pass
+
+
 class _AllCores:
     def __enter__(self):
         faiss.omp_set_num_threads(_CORES)
@@ -163,6 +171,30 @@ class FaissIndex:
         if self._index is None or not len(positions):
             return np.zeros((len(positions), self.dim), np.float32)
         return self._index.reconstruct_batch(positions)
+
+    def inner_products(self, queries: np.ndarray, positions: np.ndarray, *, all_cores: bool = False) -> np.ndarray:
+        """``queries[b] . row(positions[b, w])`` as a (B, W) array, -inf where a position
+        is negative. Float stores compute in place from FAISS's buffer: no copy of the
+        rows is made, which is most of the cost of gathering them (a 256 x 50 block on
+        one core: ~6 ms against ~12 for a gather and a product). Every pair is summed the same way
+        whatever the batch, so one box and a batch of boxes agree to the bit.
+        ``all_cores``: split the queries over every core (worth it from ~32 queries:
+        the reads wait on memory, and each core waits on its own)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        positions = np.ascontiguousarray(positions, dtype=np.int64).reshape(len(queries), -1)
+        if not positions.size:
+            return np.empty(positions.shape, np.float32)
+        if positions.max() >= len(self):  # FAISS reads wherever it is told to
+            raise IndexError(f"position {int(positions.max())} is past the index's {len(self)} rows")
+        rows = self._float_rows()
+        if rows is None:
+            vectors = self.vectors(np.maximum(positions, 0).reshape(-1)).reshape(*positions.shape, self.dim)
+            return np.where(positions >= 0, np.einsum("bwd,bd->bw", vectors, queries), -np.inf).astype(np.float32)
+        out = np.empty(positions.shape, np.float32)
+        with _AllCores() if all_cores else _OneCore():
+            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(queries), faiss.swig_ptr(rows),
+                                             faiss.swig_ptr(positions), self.dim, len(queries), positions.shape[1])
+        return out
 
     def _float_rows(self) -> np.ndarray | None:
         if self._index is None or self.kind not in ("flat", "hnsw"):
