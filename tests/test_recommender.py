@@ -148,6 +148,9 @@ def test_add_and_remove_take_effect_at_once(tmp_path, news100, news100_vectors, 
     assert len(rec) == 60 and replaced["id"] in rec
     unseen = rec.recommend({"id": "q", "title": "Lemon cake recipe", "body": "Bake a lemon cake."}, k=1)
     assert unseen[0].id == replaced["id"] and unseen[0].title == "Lemon cake"
+    # The ids an export walks: each live article once, the replaced one included.
+    ids = rec.ids()
+    assert len(ids) == len(set(ids)) == len(rec) and first not in ids and {"re-added", replaced["id"]} <= set(ids)
 
 
 def test_hnsw_and_flat_agree_on_real_vectors(tmp_path, news100, news100_vectors, encoder):

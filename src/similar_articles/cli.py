@@ -302,9 +302,7 @@ def _export(args: argparse.Namespace) -> int:
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     rec = Recommender.load(args.index, reload_interval=None)
-    corpus = rec._served.corpus
-    ids = [corpus.ids[i] for i in range(len(corpus.ids)) if corpus.alive[i]
-           and corpus.positions.get(corpus.ids[i]) == i]
+    ids = rec.ids()
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     staging = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")

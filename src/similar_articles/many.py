@@ -41,10 +41,10 @@ def _unfinished(n: int, k: int) -> Boxes:
 
 
 def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "RankingConfig", *,
-                 now_ts: float, excluded: np.ndarray, allowed: np.ndarray | None) -> Boxes:
+                 now_ts: float, excluded: np.ndarray, allowed: np.ndarray | None, all_cores: bool = False) -> Boxes:
     """The chosen items of each source's box (see Boxes). ``excluded``: positions
     never shown (besides each source itself); ``allowed``: section codes a box may
-    show (None: all)."""
+    show (None: all); ``all_cores``: read vectors on every core for blocks worth it."""
     lists = served.candidate_lists
     fetch = max(settings.candidates, 4 * k)
     if lists is None or fetch > lists.shape[1] or len(served.index) != len(lists) \
@@ -58,7 +58,7 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
     rows = lists[positions].astype(np.int64)
     valid = rows >= 0
     index = served.index
-    bulk = len(positions) >= 32  # worth every core (see FaissIndex.inner_products)
+    bulk = all_cores and len(positions) >= 32  # worth every core (see FaissIndex.inner_products)
     sims = index.inner_products(index.vectors(positions), rows, all_cores=bulk)  # -inf for invalid slots
     order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
     slots = order  # each pool item's place in the list row (to read the pair arrays)
