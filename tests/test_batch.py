@@ -34,6 +34,8 @@ from similar_articles.sources import DataFrameSource, SourceError, SqlSource
 
 NOW = datetime(2017, 4, 1, tzinfo=timezone.utc)
 
+BUILD_CLOCK_ARRAYS = {"box_plan_window.npy"}  # the week after each build: two builds' clocks differ
+
 
 # ------------------------------------------------------------------ helpers
 def write_jsonl(path: Path, rows) -> Path:
@@ -291,7 +293,8 @@ def _sqlite_equals_jsonl(tmp_path, rows, encoder, *, cache=None, gate=None):
     a, b = resolve_snapshot_dir(jsonl_root), resolve_snapshot_dir(sql_root)
     assert json.loads((a / "articles.json").read_text()) == json.loads((b / "articles.json").read_text())
     for name in sorted(p.name for p in a.glob("*.npy")):
-        np.testing.assert_array_equal(np.load(a / name), np.load(b / name), err_msg=name)
+        if name not in BUILD_CLOCK_ARRAYS:
+            np.testing.assert_array_equal(np.load(a / name), np.load(b / name), err_msg=name)
     kind = json.loads((a / "manifest.json").read_text())["index_kind"]
     ia, ib = (FaissIndex.load(p / "index.faiss", kind, IndexConfig()) for p in (a, b))
     positions = np.arange(len(rows))
@@ -327,7 +330,7 @@ def test_batch_build_equals_recommender_build(tmp_path, index, news100, encoder)
     arrays = sorted(p.name for p in b.glob("*.npy"))
     assert arrays == sorted(p.name for p in a.glob("*.npy")) and "lexical_idf.npy" in arrays
     assert f"{copies.SKETCH_ARRAY}.npy" in arrays  # from the cache and chunks: the same sketches
-    for name in arrays:
+    for name in set(arrays) - BUILD_CLOCK_ARRAYS:
         np.testing.assert_array_equal(np.load(a / name), np.load(b / name), err_msg=name)
     rec = Recommender.load(index, encoder=encoder)
     for row in news100[::10]:

@@ -231,3 +231,52 @@ def test_a_repeated_unseen_article_is_encoded_once(news100_index, news100):
         assert len(calls) == 2  # an edited text is a new text
     finally:
         del encoder.encode_articles
+
+
+def test_planned_boxes_are_the_boxes_ranked_in_full(tmp_path, news100, news100_vectors, encoder, monkeypatch):
+    from similar_articles import many, recommender
+
+    planned_calls = []  # the boxes calls read from plans (None: the plan may not hold)
+    read_plan = recommender._planned_box
+    monkeypatch.setattr(recommender, "_planned_box", lambda *args: planned_calls.append(read_plan(*args))
+                        or planned_calls[-1])
+
+    rec = Recommender.build(news100, tmp_path, embeddings=news100_vectors, encoder=encoder)
+    served = rec._served
+    # The build plans the boxes of the week after it: calls on the clock use them.
+    assert served.box_plan is not None and (served.box_plan != many.NO_PLAN).all(axis=1).mean() > 0.9
+    full = {"min_similarity": rec.config.ranking.min_similarity}  # an override: the call ranks in full
+    ids = [row["id"] for row in news100]
+
+    def check(when):
+        for k in (1, 2, 3):
+            batch = rec.recommend_many(ids, k=k, now=when, batch_size=40)
+            for article_id, box in zip(ids, batch):
+                expected = rec.recommend(article_id, k=k, now=when, **full)
+                _boxes_equal(rec.recommend(article_id, k=k, now=when), expected)
+                _boxes_equal(box, expected)
+
+    check(datetime.now(timezone.utc))
+    assert sum(box is not None for box in planned_calls) > 150  # k = 1 and 2 of most of the 100
+    # Plans for a window just after News100's last article, where freshness still
+    # reorders boxes: the same boxes at its ends and inside it, and outside it.
+    last = max(datetime.fromisoformat(row["published_at"]) for row in news100).replace(tzinfo=timezone.utc)
+    window = (last.timestamp() + 3600, last.timestamp() + 20 * 86400)
+    served.box_plan = many.box_plans(served, rec.config.ranking, window)
+    served.box_plan_window = np.array(window)
+    planned = (served.box_plan != many.NO_PLAN).all(axis=1)
+    assert planned.mean() > 0.8, planned.mean()
+    planned_calls.clear()
+    for when in (window[0], window[0] + 86400 * 7.3, window[1], window[1] + 86400):
+        check(datetime.fromtimestamp(when, timezone.utc))
+    assert sum(box is not None for box in planned_calls) > 3 * 150
+    # A removed article leaves every box, planned or not.
+    gone = rec.recommend(ids[0], k=1, now=datetime.fromtimestamp(window[0], timezone.utc))[0].id
+    rec.remove([gone])
+    ids.remove(gone)
+    check(datetime.fromtimestamp(window[0], timezone.utc))
+    # Loaded with other ranking settings, the plans (the build's boxes) are not used.
+    other = Recommender.load(tmp_path, encoder=encoder, reload_interval=None,
+                             config=Config(ranking=rec.config.ranking.__class__(mmr_lambda=0.5)))
+    assert other._served.box_plan is None
+    assert Recommender.load(tmp_path, encoder=encoder, reload_interval=None)._served.box_plan is not None

@@ -809,7 +809,8 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
                 index, corpus = _index(table, config, lexical_model, prints, bar)
                 del table, prints, lexical_terms
             with stages.stage("candidates", "articles", total=len(index)) as bar:
-                candidates = candidate_arrays(corpus, candidate_lists_for(index, config, progress=bar), config)
+                candidates = candidate_arrays(corpus, candidate_lists_for(index, config, progress=bar), config,
+                                              index)
         finally:
             store.close()
     manifest = {

@@ -35,6 +35,9 @@ CACHE_FILE = "embeddings.sqlite"
 CANDIDATE_LISTS = "candidate_lists"
 CANDIDATE_OVERLAP = "candidate_overlap"  # float16 [built, width]: term overlap with each listed one
 CANDIDATE_COPIES = "candidate_copies"  # uint64 [built]: bit j set when listed one j is a copy
+BOX_PLAN = "box_plan"  # uint8 [built, many.PLAN_DEPTH]: list slots of the default box (many.box_plans)
+BOX_PLAN_WINDOW = "box_plan_window"  # float64 [2]: the epoch seconds between which the plans hold
+PLAN_DAYS = 7  # how long after its build an index's planned boxes hold (a missed nightly build or two)
 # Read by calls only on the live-search path (unseen articles, narrow filters, adds):
 # memory-mapped, so they cost resident memory only as far as such calls touch them.
 _MAPPED_ARRAYS = ("lexical_ids", "lexical_weights")
@@ -290,6 +293,8 @@ class _Served:
     candidate_overlap: np.ndarray | None = None
     candidate_copies: np.ndarray | None = None
     candidate_copy_threshold: float | None = None  # the copy_containment the bits were made with
+    box_plan: np.ndarray | None = None  # for calls with the serving settings (many.box_plans)
+    box_plan_window: np.ndarray | None = None  # [first, last] time of a call the plans hold for
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -363,7 +368,8 @@ class Recommender:
         index = create_index(vectors.shape[1], len(articles), config.index)
         index.add(vectors)
         corpus = _Corpus.from_articles(articles)
-        candidates = candidate_arrays(corpus, candidate_lists_for(index, config, progress=progress), config)
+        candidates = candidate_arrays(corpus, candidate_lists_for(index, config, progress=progress), config,
+                                      index)
         manifest = {
             "library_version": _library_version(), "model_id": encoder.model_id,
             "dimensions": int(vectors.shape[1]), "count": len(articles),
@@ -478,6 +484,11 @@ class Recommender:
         served = self._served_now()
         query, source = self._query(served, article)
         with served.lock:
+            if served.box_plan is not None and isinstance(article, str) and settings is self.config.ranking \
+                    and not exclude_ids and sections is None:
+                box = _planned_box(served, source, k, settings, (now or datetime.now(timezone.utc)).timestamp())
+                if box is not None:
+                    return box
             return self._box(served, query, source, k, settings, now, exclude_ids, sections)
 
     def recommend_many(self, ids: Iterable[str], k: int = 2, *, now: datetime | None = None,
@@ -511,13 +522,14 @@ class Recommender:
         fetch = max(settings.candidates, 4 * k)
         lists = served.candidate_lists
         listed = lists is not None and fetch <= lists.shape[1]
+        planned = settings is self.config.ranking and not exclude_ids and sections is None
         boxes: list[list[Recommendation]] = []
         with served.lock:
             now_ts = now.timestamp()
             for start in range(0, len(ids), batch_size):
                 block = positions[start:start + batch_size]
-                ranked = many.listed_boxes(served, block, k, settings, now_ts=now_ts, excluded=excluded,
-                                           allowed=allowed, all_cores=all_cores)
+                ranked = many.boxes(served, block, k, settings, now_ts=now_ts, excluded=excluded, allowed=allowed,
+                                    planned=planned, all_cores=all_cores)
                 items = iter(_listed_items(corpus, block, ranked, now_ts))
                 # The rest go alone; those without a list share one search.
                 alone = np.flatnonzero(~ranked.finished).tolist()
@@ -788,8 +800,8 @@ def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
                 f"{snapshot.path}: the copy sketches have shape {sketches[0].shape}, not "
                 f"({count}, {copies.SLOTS}); rebuild the index")
     corpus = _Corpus(columns, arrays["published"], arrays["title_keys"], lexical, prints, sketches)
-    candidates = {name: arrays[name] for name in (CANDIDATE_LISTS, CANDIDATE_OVERLAP, CANDIDATE_COPIES)
-                  if name in arrays} if config.index.candidate_lists else {}
+    candidates = {name: arrays[name] for name in (CANDIDATE_LISTS, CANDIDATE_OVERLAP, CANDIDATE_COPIES, BOX_PLAN,
+                                                  BOX_PLAN_WINDOW) if name in arrays} if config.index.candidate_lists else {}
     lists = candidates.get(CANDIDATE_LISTS)
     if lists is None:
         candidates = {}
@@ -797,11 +809,14 @@ def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
         raise IndexCorruptedError(
             f"{snapshot.path}: the candidate lists cover {len(lists)} articles, not {count}; "
             "rebuild the index")
-    for name in (CANDIDATE_OVERLAP, CANDIDATE_COPIES):
+    for name in (CANDIDATE_OVERLAP, CANDIDATE_COPIES, BOX_PLAN):
         if name in candidates and candidates[name].shape[0] != count:
             raise IndexCorruptedError(f"{snapshot.path}: {name} covers {len(candidates[name])} articles, "
                                       f"not {count}; rebuild the index")
     built_with = ((manifest.get("config") or {}).get("ranking") or {}).get("copy_containment")
+    if BOX_PLAN in candidates and (BOX_PLAN_WINDOW not in candidates or
+                                   Config.from_dict(manifest.get("config") or {}).ranking != config.ranking):
+        del candidates[BOX_PLAN]  # the plans are the boxes of the build's settings, not these
     return _Served(index, corpus, manifest, snapshot.path, **candidate_fields(candidates, built_with))
 
 
@@ -819,12 +834,15 @@ def candidate_lists_for(index: FaissIndex, config: Config, *, progress: bool | A
     return build_candidate_lists(index, width, bar=progress or None)
 
 
-def candidate_arrays(corpus: "_Corpus", lists: np.ndarray | None, config: Config) -> dict[str, np.ndarray]:
+def candidate_arrays(corpus: "_Corpus", lists: np.ndarray | None, config: Config,
+                     index: FaissIndex | None = None) -> dict[str, np.ndarray]:
     """The candidate lists and, for each (article, listed candidate) pair, what a call
     would otherwise compute for it: their term overlap (float16, 2 bytes a pair) and
     whether the candidate is a copy of the article (one bit a pair, for the build's
     copy_containment). A call then reads one row of each (~40 and ~50 us a call at
-    100k: most of what ranking cost; ~8 s of a 100k build). Empty when the lists are off.
+    100k: most of what ranking cost; ~8 s of a 100k build). Given the ``index``, also
+    each article's default box for calls in the PLAN_DAYS from now (many.box_plans:
+    ~15 s at 100k). Empty when the lists are off.
     """
     if lists is None:
         return {}
@@ -835,6 +853,13 @@ def candidate_arrays(corpus: "_Corpus", lists: np.ndarray | None, config: Config
     if corpus.copy_sketch is not None and threshold is not None and lists.shape[1] <= 64:
         arrays[CANDIDATE_COPIES] = copies.list_copy_bits(corpus.copy_sketch, corpus.copy_shingles, lists,
                                                          threshold)
+    if index is not None:
+        start = time.time()
+        window = np.array([start, start + PLAN_DAYS * ranking.SECONDS_PER_DAY])
+        plans = many.box_plans(_Served(index, corpus, {}, None, **candidate_fields(arrays, threshold)),
+                               config.ranking, (float(window[0]), float(window[1])))
+        if plans is not None:
+            arrays[BOX_PLAN], arrays[BOX_PLAN_WINDOW] = plans, window
     return arrays
 
 
@@ -843,7 +868,8 @@ def candidate_fields(arrays: Mapping[str, np.ndarray], copy_threshold: float | N
     return {"candidate_lists": arrays.get(CANDIDATE_LISTS),
             "candidate_overlap": arrays.get(CANDIDATE_OVERLAP),
             "candidate_copies": arrays.get(CANDIDATE_COPIES),
-            "candidate_copy_threshold": copy_threshold if CANDIDATE_COPIES in arrays else None}
+            "candidate_copy_threshold": copy_threshold if CANDIDATE_COPIES in arrays else None,
+            "box_plan": arrays.get(BOX_PLAN), "box_plan_window": arrays.get(BOX_PLAN_WINDOW)}
 
 
 def snapshot_arrays(corpus: "_Corpus", candidates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -952,6 +978,20 @@ def _listed_items(corpus: "_Corpus", sources: np.ndarray, ranked: "many.Boxes", 
         boxes.append(items[start:start + size])
         start += size
     return boxes
+
+
+def _planned_box(served: "_Served", source: dict, k: int, settings, now_ts: float) -> list[Recommendation] | None:
+    """The source's box read from its build-time plan (many.planned_boxes), or None
+    where the plan may not hold (the call then ranks in full)."""
+    planned = many.planned_boxes(served, np.array([source["position"]]), k, settings, now_ts=now_ts)
+    if not planned.finished[0]:
+        return None
+    corpus = served.corpus
+    return [_recommendation(corpus.ids[p], corpus.titles[p], corpus.urls[p], float(corpus.published[p]),
+                            corpus.sections[p], score, similarity, source["published"], source["section"], now_ts,
+                            None)
+            for p, score, similarity in zip(planned.positions[0].tolist(), planned.scores[0].tolist(),
+                                            planned.similarities[0].tolist())]
 
 
 def _cosines_to(index, positions: np.ndarray):
