@@ -51,8 +51,8 @@ def box_plans(served: "_Served", settings: "RankingConfig", window: tuple[float,
               block: int = 256) -> np.ndarray | None:
     """Each built article's box under ``settings`` for any call in ``window`` (epoch
     seconds) with no filter, as the list slots of its items: uint8 (articles, depth),
-    NO_PLAN where the article has none. None when the settings filter by age, or there
-    are no lists.
+    NO_PLAN where the article has none. None when the settings filter by age, there
+    are no lists, or no article has a plan.
 
     What time changes in such a box is the freshness bonus: with every listed article
     dated before the window, each one's bonus is margin * 2^(-age / half-life), the same
@@ -78,7 +78,7 @@ def box_plans(served: "_Served", settings: "RankingConfig", window: tuple[float,
         planned = settled & ends[0].finished & ends[1].finished & (ends[0].positions >= 0).all(axis=1) & \
             (ends[0].positions == ends[1].positions).all(axis=1)
         plans[sources[planned]] = ends[0].slots[planned]
-    return plans
+    return plans if (plans != NO_PLAN).any() else None
 
 
 def planned_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "RankingConfig", *,

@@ -800,8 +800,8 @@ def _served_from(snapshot, config: Config, encoder: Encoder) -> _Served:
                 f"{snapshot.path}: the copy sketches have shape {sketches[0].shape}, not "
                 f"({count}, {copies.SLOTS}); rebuild the index")
     corpus = _Corpus(columns, arrays["published"], arrays["title_keys"], lexical, prints, sketches)
-    candidates = {name: arrays[name] for name in (CANDIDATE_LISTS, CANDIDATE_OVERLAP, CANDIDATE_COPIES, BOX_PLAN,
-                                                  BOX_PLAN_WINDOW) if name in arrays} if config.index.candidate_lists else {}
+    stored = (CANDIDATE_LISTS, CANDIDATE_OVERLAP, CANDIDATE_COPIES, BOX_PLAN, BOX_PLAN_WINDOW)
+    candidates = {name: arrays[name] for name in stored if name in arrays} if config.index.candidate_lists else {}
     lists = candidates.get(CANDIDATE_LISTS)
     if lists is None:
         candidates = {}
@@ -842,7 +842,7 @@ def candidate_arrays(corpus: "_Corpus", lists: np.ndarray | None, config: Config
     copy_containment). A call then reads one row of each (~40 and ~50 us a call at
     100k: most of what ranking cost; ~8 s of a 100k build). Given the ``index``, also
     each article's default box for calls in the PLAN_DAYS from now (many.box_plans:
-    ~15 s at 100k). Empty when the lists are off.
+    ~10 s at 100k). Empty when the lists are off.
     """
     if lists is None:
         return {}
