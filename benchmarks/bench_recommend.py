@@ -10,7 +10,7 @@ vectors, in the same run) for the speed-up, and, at the size given by --many-at,
 recommend_many against a loop and recommend(unseen article).
 
     .venv/bin/python benchmarks/bench_recommend.py                      # 10k, 100k
-    .venv/bin/python benchmarks/bench_recommend.py --sizes 1000000 --kinds hnsw hnsw-sq8
+    .venv/bin/python benchmarks/bench_recommend.py --sizes 1000000 --kinds hnsw hnsw-fp16 hnsw-sq8
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def recall_at_10(rec, vectors: np.ndarray, real_n: int, rng) -> tuple[float, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "hnsw-sq8", "ivf"])
+    parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "hnsw-fp16", "hnsw-sq8", "ivf"])
     parser.add_argument("--queries", type=int, default=2000, help="recommend calls timed per index")
     parser.add_argument("--many-at", type=int, default=100_000, help="size at which recommend_many "
                         "and unseen-article calls are timed (0: never)")

@@ -62,6 +62,17 @@ def test_info_describes_the_index(built, capsys):
     assert info["articles"] == 11 and info["model_id"].startswith("all-MiniLM-L6-v2")
 
 
+def test_build_keeps_half_precision_vectors_when_asked(built, capsys):
+    folder, _ = built
+    index = folder / "index-fp16"
+    assert main(["build", str(folder / "rows.jsonl"), "--index", str(index), "--index-store", "fp16",
+                 "--cache", str(folder / "index" / "embeddings.sqlite"), "--progress", "none"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--index", str(index), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["index_kind"] == "flat-fp16" and info["articles"] == 11
+
+
 @pytest.mark.parametrize("args, code, words", [
     (["recommend", "x", "--index", "/nonexistent/index"], 1, "no index at /nonexistent/index"),
     (["recommend", "missing-id", "--index", "{index}"], 2, "'missing-id' is not in the index"),

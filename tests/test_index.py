@@ -1,4 +1,5 @@
-"""One contract for every index kind: exact and approximate, float and 8-bit stores."""
+"""One contract for every index kind: exact and approximate; float, half-precision and
+8-bit stores."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from similar_articles.errors import ConfigError, IndexCorruptedError
 from similar_articles.index import KINDS, FaissIndex, create_index
 
 DIM = 32
+
+
+def _tolerance(kind: str) -> float:
+    """How far a stored row may be from the vector given (the store's rounding)."""
+    return {"sq8": 0.02, "fp16": 1e-3}.get(kind.partition("-")[2], 1e-5)
 
 
 def _unit(n: int, seed: int) -> np.ndarray:
@@ -62,16 +68,26 @@ def test_vectors_are_the_stored_rows(built, data):
     positions = np.array([5, 1999, 0, 5])
     rows = built.vectors(positions)
     assert rows.shape == (4, DIM)
-    atol = 0.02 if built.kind.endswith("sq8") else 1e-6
-    np.testing.assert_allclose(rows, data[positions], atol=atol)
+    assert rows.dtype == np.float32
+    np.testing.assert_allclose(rows, data[positions], atol=_tolerance(built.kind))
 
 
-def test_vectors_follow_adds(data):
-    index = FaissIndex.create("hnsw", DIM, IndexConfig())
+@pytest.mark.parametrize("kind", ["hnsw", "flat-fp16", "hnsw-fp16"])
+def test_vectors_follow_adds(data, kind):
+    index = FaissIndex.create(kind, DIM, IndexConfig())
     index.add(data[:10])
     index.vectors(np.array([0]))  # caches a view of the buffer
     index.add(data[10:2000])  # the buffer moves
-    np.testing.assert_allclose(index.vectors(np.array([1999, 3])), data[[1999, 3]])
+    np.testing.assert_allclose(index.vectors(np.array([1999, 3])), data[[1999, 3]], atol=_tolerance(kind))
+
+
+def test_half_precision_halves_the_vectors_memory(data):
+    sizes = {}
+    for kind in ("flat", "flat-fp16"):
+        index = FaissIndex.create(kind, DIM, IndexConfig())
+        index.add(data)
+        sizes[kind] = index.memory_bytes()
+    assert sizes["flat-fp16"] == pytest.approx(sizes["flat"] / 2, rel=0.01)
 
 
 def test_save_load_round_trip(built, data, tmp_path):
@@ -97,6 +113,7 @@ def test_auto_kind_by_size_and_store():
     assert config.resolve_kind(99) == "flat"
     assert config.resolve_kind(100) == "hnsw"
     assert IndexConfig(store="sq8", hnsw_threshold=100).resolve_kind(1000) == "hnsw-sq8"
+    assert IndexConfig(store="fp16", hnsw_threshold=100).resolve_kind(99) == "flat-fp16"
     assert IndexConfig(kind="ivf").resolve_kind(10) == "ivf"
     assert create_index(DIM, 5, IndexConfig()).kind == "flat"
 
@@ -119,8 +136,7 @@ def test_inner_products_are_the_cosines_of_the_stored_rows(built, data):
     positions = np.array([[0, 7, -1], [1999, 3, 3], [5, -1, 0]])
     found = built.inner_products(queries, positions)
     expected = np.einsum("bwd,bd->bw", data[np.maximum(positions, 0)], queries)
-    atol = 0.02 if built.kind.endswith("sq8") else 1e-5
-    np.testing.assert_allclose(found[positions >= 0], expected[positions >= 0], atol=atol)
+    np.testing.assert_allclose(found[positions >= 0], expected[positions >= 0], atol=_tolerance(built.kind))
     assert np.all(found[positions < 0] == -np.inf)  # an empty list slot never ranks
     # One query alone, or a batch on every core, gives the same bits: recommend and
     # recommend_many rank from these and must agree.

@@ -48,11 +48,12 @@ def test_recommend_many_refuses_unknown_ids(news100_index):
         news100_index.recommend_many(["not-there"], k=2)
 
 
-@pytest.mark.parametrize("kind,store", [("ivf", "float"), ("flat", "sq8"), ("hnsw", "sq8"), ("ivf", "sq8")])
+@pytest.mark.parametrize("kind,store", [("ivf", "float"), ("hnsw", "fp16"), ("flat", "sq8"), ("hnsw", "sq8"),
+                                        ("ivf", "sq8")])
 def test_other_index_kinds_serve_boxes_and_round_trip(tmp_path, news100, news100_vectors, encoder, kind, store):
     config = Config(index=IndexConfig(kind=kind, store=store, ivf_nprobe=64))
     built = Recommender.build(news100, tmp_path, embeddings=news100_vectors, encoder=encoder, config=config)
-    expected_kind = kind if store == "float" else f"{kind}-sq8"
+    expected_kind = kind if store == "float" else f"{kind}-{store}"
     assert built.info()["index_kind"] == expected_kind
     loaded = Recommender.load(tmp_path, encoder=encoder, reload_interval=None)
     source = news100[0]["id"]
@@ -62,6 +63,18 @@ def test_other_index_kinds_serve_boxes_and_round_trip(tmp_path, news100, news100
     # the nearest neighbour by exact cosine is still found first
     exact = np.argsort(-(news100_vectors @ news100_vectors[0]))[1]
     assert loaded._served.index.search(news100_vectors[0], 3)[1][1] == exact
+
+
+def test_half_precision_store_serves_the_float_boxes(tmp_path, news100, news100_vectors, encoder, news100_index):
+    """fp16 halves the vectors' memory; its cosines are within ~6e-5 of float32, too
+    little to change which articles a box shows or in which order."""
+    config = Config(index=IndexConfig(kind="hnsw", store="fp16"))
+    half = Recommender.build(news100, tmp_path, embeddings=news100_vectors, encoder=encoder, config=config)
+    ids = [row["id"] for row in news100]
+    for full_box, half_box in zip(news100_index.recommend_many(ids, k=3, now=NOW),
+                                  half.recommend_many(ids, k=3, now=NOW)):
+        assert [r.id for r in half_box] == [r.id for r in full_box]
+        np.testing.assert_allclose([r.similarity for r in half_box], [r.similarity for r in full_box], atol=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .config import ENCODER_BACKENDS, INDEX_KINDS, Config, EncoderConfig, IndexConfig
+from .config import ENCODER_BACKENDS, INDEX_KINDS, INDEX_STORES, Config, EncoderConfig, IndexConfig
 from .errors import ConfigError, SimilarArticlesError, UnknownArticleError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -101,6 +101,9 @@ def _add_build(sub) -> None:
     build.add_argument("--backend", choices=ENCODER_BACKENDS, default=EncoderConfig.backend,
                        help="torch, or an ONNX export (faster to load and to run; see README)")
     build.add_argument("--index-kind", choices=INDEX_KINDS, default="auto")
+    build.add_argument("--index-store", choices=INDEX_STORES, default=IndexConfig.store,
+                       help="vector precision: float (4 bytes a dimension), fp16 (half the "
+                            "memory, cosines within ~1e-4) or sq8 (a quarter, ~0.002)")
     build.add_argument("--cache", type=Path, help="embedding cache file (default: INDEX/embeddings.sqlite)")
     build.add_argument("--keep", type=int, default=3, help="snapshots kept for rollback (default 3)")
     build.add_argument("--chunk-rows", type=int, default=512, metavar="N",
@@ -142,7 +145,7 @@ def _build(args: argparse.Namespace) -> int:
     if not sources:
         raise ConfigError("nothing to read: name SOURCE files or give --sql-url with --query or --table")
     config = Config(encoder=EncoderConfig(model=args.model, long_text=args.long_text, backend=args.backend),
-                    index=IndexConfig(kind=args.index_kind))
+                    index=IndexConfig(kind=args.index_kind, store=args.index_store))
     progress = {"auto": "auto", "bar": True, "log": "log", "none": False}[args.progress]
     report = run_build(sources, args.index, config=config, force=args.force, dry_run=args.dry_run,
                        keep=args.keep, gate=GateLimits.from_overrides(args.gate), progress=progress,

@@ -2,8 +2,10 @@
 
 Kinds (the manifest records one): ``flat`` (exact), ``hnsw`` (graph, approximate),
 ``ivf`` (inverted lists, approximate, cheapest build), each with float32 rows or, with
-``store="sq8"``, rows quantised to 8 bits per dimension (``flat-sq8``, ``hnsw-sq8``,
-``ivf-sq8``): a quarter of the memory for a cosine error of about 0.002.
+``store="fp16"``, half-precision rows (``hnsw-fp16``...: half the memory for a cosine
+error under 1e-4), or with ``store="sq8"`` rows quantised to 8 bits per dimension
+(``flat-sq8``, ``hnsw-sq8``, ``ivf-sq8``): a quarter of the memory for a cosine error
+of about 0.002.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from ..errors import ConfigError, IndexCorruptedError
 _CORES = os.cpu_count() or 1
 
 BASE_KINDS = ("flat", "hnsw", "ivf")
-KINDS = BASE_KINDS + tuple(f"{k}-sq8" for k in BASE_KINDS)
+# FAISS scalar quantisers of the stores that are not float32 (config.INDEX_STORES)
+_QUANTISERS = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}
+KINDS = BASE_KINDS + tuple(f"{k}-{store}" for store in _QUANTISERS for k in BASE_KINDS)
 
 
 def _single_thread() -> None:
@@ -66,7 +70,7 @@ class FaissIndex:
         self.kind = kind
         self.dim = dim
         self._config = config
-        self._rows: np.ndarray | None = None  # zero-copy view of float rows, if stored so
+        self._rows: np.ndarray | None = None  # zero-copy view of float32 or float16 rows
         self._rows_n = -1
 
     # ------------------------------------------------------------------ construction
@@ -83,11 +87,12 @@ class FaissIndex:
         return cls(index, kind, dim, config)
 
     def _create_trained(self, sample: np.ndarray) -> faiss.Index:
-        """IVF and 8-bit kinds learn from the first batch of vectors they are given."""
+        """IVF and quantised kinds learn from the first batch of vectors they are given
+        (an 8-bit store its value ranges; half precision needs no training)."""
         dim, config = self.dim, self._config
-        sq8 = self.kind.endswith("-sq8")
-        base = self.kind.split("-")[0]
-        qtype = faiss.ScalarQuantizer.QT_8bit
+        base, _, store = self.kind.partition("-")
+        quantised = bool(store)
+        qtype = _QUANTISERS.get(store)
         if base == "flat":
             index = faiss.IndexScalarQuantizer(dim, qtype, faiss.METRIC_INNER_PRODUCT)
         elif base == "hnsw":
@@ -97,7 +102,7 @@ class FaissIndex:
             nlist = ivf_lists(len(sample), config)
             quantizer = faiss.IndexFlatIP(dim)
             index = (faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, qtype, faiss.METRIC_INNER_PRODUCT)
-                     if sq8 else faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT))
+                     if quantised else faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT))
             index.nprobe = config.ivf_nprobe
         with _AllCores():
             index.train(sample)
@@ -164,12 +169,13 @@ class FaissIndex:
             hnsw.efSearch = before
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
-        """Rows at ``positions``. Float stores are read through a view of FAISS's own
-        buffer (no copy of the matrix, no SWIG call per row); 8-bit and IVF stores decode."""
+        """Rows at ``positions`` as float32. Float and half-precision stores are read
+        through a view of FAISS's own buffer (no copy of the matrix, no SWIG call per
+        row); 8-bit and IVF stores decode."""
         positions = np.asarray(positions, dtype=np.int64)
         rows = self._float_rows()
         if rows is not None:
-            return rows[positions]
+            return rows[positions].astype(np.float32, copy=False)
         if self._index is None or not len(positions):
             return np.zeros((len(positions), self.dim), np.float32)
         return self._index.reconstruct_batch(positions)
@@ -189,7 +195,7 @@ class FaissIndex:
         if positions.max() >= len(self):  # FAISS reads wherever it is told to
             raise IndexError(f"position {int(positions.max())} is past the index's {len(self)} rows")
         rows = self._float_rows()
-        if rows is None:
+        if rows is None or rows.dtype != np.float32:
             vectors = self.vectors(np.maximum(positions, 0).reshape(-1)).reshape(*positions.shape, self.dim)
             return np.where(positions >= 0, np.einsum("bwd,bd->bw", vectors, queries), -np.inf).astype(np.float32)
         out = np.empty(positions.shape, np.float32)
@@ -199,13 +205,19 @@ class FaissIndex:
         return out
 
     def _float_rows(self) -> np.ndarray | None:
-        if self._index is None or self.kind not in ("flat", "hnsw"):
+        """A view of the stored rows, float32 or float16; None for 8-bit and IVF stores."""
+        if self._index is None or self.kind not in ("flat", "hnsw", "flat-fp16", "hnsw-fp16"):
             return None
         n = self._index.ntotal
         if self._rows_n != n:  # an add() may have moved FAISS's buffer
-            flat = self._index if self.kind == "flat" else faiss.downcast_index(self._index.storage)
-            self._rows = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim) \
-                if n else np.zeros((0, self.dim), np.float32)
+            storage = self._index if self.kind.startswith("flat") else faiss.downcast_index(self._index.storage)
+            if not n:
+                self._rows = np.zeros((0, self.dim), np.float32)
+            elif self.kind.endswith("fp16"):
+                codes = faiss.rev_swig_ptr(storage.codes.data(), n * self.dim * 2)
+                self._rows = codes.view(np.float16).reshape(n, self.dim)
+            else:
+                self._rows = faiss.rev_swig_ptr(storage.get_xb(), n * self.dim).reshape(n, self.dim)
             self._rows_n = n
         return self._rows
 
