@@ -182,10 +182,11 @@ class FaissIndex:
 
     def inner_products(self, queries: np.ndarray, positions: np.ndarray, *, all_cores: bool = False) -> np.ndarray:
         """``queries[b] . row(positions[b, w])`` as a (B, W) array, -inf where a position
-        is negative. Float stores compute in place from FAISS's buffer: no copy of the
+        is negative. float32 stores compute in place from FAISS's buffer: no copy of the
         rows is made, which is most of the cost of gathering them (a 256 x 50 block on
-        one core: ~6 ms against ~12 for a gather and a product). Every pair is summed the same way
-        whatever the batch, so one box and a batch of boxes agree to the bit.
+        one core: ~6 ms against ~12 for a gather and a product); other stores gather and
+        widen the rows first. Every pair is summed the same way whatever the batch, so
+        one box and a batch of boxes agree to the bit.
         ``all_cores``: split the queries over every core (the reads wait on memory and
         each core waits on its own: a 256 x 50 block took ~3 ms on two cores)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
