@@ -197,8 +197,12 @@ class FaissIndex:
             raise IndexError(f"position {int(positions.max())} is past the index's {len(self)} rows")
         rows = self._float_rows()
         if rows is None or rows.dtype != np.float32:
-            vectors = self.vectors(np.maximum(positions, 0).reshape(-1)).reshape(*positions.shape, self.dim)
-            return np.where(positions >= 0, np.einsum("bwd,bd->bw", vectors, queries), -np.inf).astype(np.float32)
+            # Gather and widen the rows, then run the same kernel over the copy: the
+            # same sums as float32 stores (einsum took 2-3x as long for one box).
+            rows = self.vectors(np.maximum(positions, 0).reshape(-1))
+            where = np.arange(positions.size, dtype=np.int64).reshape(positions.shape)
+            where[positions < 0] = -1
+            positions = where
         out = np.empty(positions.shape, np.float32)
         with _AllCores() if all_cores else _OneCore():
             faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(queries), faiss.swig_ptr(rows),
