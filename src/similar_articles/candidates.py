@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .index import FaissIndex
+from .index import FaissIndex, exact_search
 
 NO_NEIGHBOUR = -1
 _BLOCK = 2048  # queries per batch search: enough to keep every core busy, little memory
 
 
-def build_candidate_lists(index: FaissIndex, width: int, *, bar=None) -> np.ndarray:
+def build_candidate_lists(index: FaissIndex, width: int, *, exact: bool = False, bar=None) -> np.ndarray:
     """int32 [articles, width]: each article's ``width`` nearest other articles, most
     similar first, padded with -1 when the index holds fewer.
 
+    exact: compare every pair (exact_search) instead of searching the index, which is
+        exact already for flat kinds; costs the square of the corpus (see
+        IndexConfig.exact_lists_max) and one float32 copy of the vectors.
     bar: an optional progress bar (tqdm-like ``update``) advanced per article.
     """
     n = len(index)
@@ -31,10 +34,14 @@ def build_candidate_lists(index: FaissIndex, width: int, *, bar=None) -> np.ndar
     if width == 0 or n < 2:
         return lists
     fetch = min(width + 1, n)  # + the article itself, dropped below
+    rows = index.vectors(np.arange(n)) if exact else None
     for start in range(0, n, _BLOCK):
         positions = np.arange(start, min(start + _BLOCK, n))
-        with index.wide_search(2 * width):
-            _, found = index.search_many(index.vectors(positions), fetch)
+        if rows is not None:
+            _, found = exact_search(rows[positions], rows, fetch)
+        else:
+            with index.wide_search(2 * width):
+                _, found = index.search_many(index.vectors(positions), fetch)
         lists[positions] = _without_self(found, positions, width)
         if bar is not None:
             bar.update(len(positions))

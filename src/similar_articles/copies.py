@@ -41,6 +41,8 @@ from typing import Sequence
 
 import numpy as np
 
+from . import parallel
+
 SHINGLE_WORDS = 5
 BOTTOM = 24  # uniform sample of the text (bottom-k MinHash)
 LEAD = 8  # the first shingles, by position
@@ -97,7 +99,15 @@ def copy_text(body: str, title: str) -> str:
 
 
 def sketches(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Sketches (uint32 [n, SLOTS]) and distinct shingle counts (int32 [n]) of ``texts``."""
+    """Sketches (uint32 [n, SLOTS]) and distinct shingle counts (int32 [n]) of ``texts``
+    (on every core inside ``parallel.workers()``: ~0.4 ms a news article on one)."""
+    parts = parallel.map_chunks(_sketches, texts)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([rows for rows, _ in parts]), np.concatenate([counts for _, counts in parts])
+
+
+def _sketches(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     rows = np.full((len(texts), SLOTS), PAD, dtype=np.uint32)
     counts = np.zeros(len(texts), dtype=np.int32)
     for i, text in enumerate(texts):

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from . import parallel
+
 N_FEATURES = 2**20  # hash buckets; collisions among an article's 32 terms are rare
 # Terms kept per article. Pipeline precision@2 on BBC News (2,088 articles): 32 terms
 # 0.949, 64 terms 0.952, 128 terms 0.955, all terms 0.956; 64 is the memory sweet spot.
@@ -47,9 +49,19 @@ class Fingerprints:
 
 
 def term_counts(texts: Sequence[str]):
-    """Hashed term counts of each text's first TEXT_CHARS characters, as a CSR matrix."""
+    """Hashed term counts of each text's first TEXT_CHARS characters, as a CSR matrix
+    (on every core inside ``parallel.workers()``: ~0.5 ms a text on one)."""
+    parts = parallel.map_chunks(_term_counts, [t[:TEXT_CHARS] for t in texts])
+    if len(parts) == 1:
+        return parts[0]
+    from scipy.sparse import vstack
+
+    return vstack(parts, format="csr")
+
+
+def _term_counts(texts: Sequence[str]):
     analyze, hasher = _hashing()
-    return hasher.transform(analyze(t[:TEXT_CHARS]) for t in texts).tocsr()
+    return hasher.transform(analyze(t) for t in texts).tocsr()
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import copies, many, ranking
+from . import copies, many, parallel, ranking
 from .articles import Article
 from .candidates import build_candidate_lists
 from .config import Config, replace_ranking
@@ -365,9 +365,11 @@ class Recommender:
             finally:
                 if store is not None:
                     store.close()
+        # The text work first, on every core: forked before FAISS starts its own threads.
+        with parallel.workers():
+            corpus = _Corpus.from_articles(articles)
         index = create_index(vectors.shape[1], len(articles), config.index)
         index.add(vectors)
-        corpus = _Corpus.from_articles(articles)
         candidates = candidate_arrays(corpus, candidate_lists_for(index, config, progress=progress), config,
                                       index)
         manifest = {
@@ -826,12 +828,13 @@ def candidate_lists_for(index: FaissIndex, config: Config, *, progress: bool | A
     width = config.index.candidate_lists
     if not width:
         return None
+    exact = not index.kind.startswith("flat") and len(index) <= config.index.exact_lists_max
     if progress is True:
         from tqdm.auto import tqdm
 
         with tqdm(total=len(index), desc="candidate lists", unit="article") as bar:
-            return build_candidate_lists(index, width, bar=bar)
-    return build_candidate_lists(index, width, bar=progress or None)
+            return build_candidate_lists(index, width, exact=exact, bar=bar)
+    return build_candidate_lists(index, width, exact=exact, bar=progress or None)
 
 
 def candidate_arrays(corpus: "_Corpus", lists: np.ndarray | None, config: Config,

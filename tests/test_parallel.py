@@ -1,0 +1,70 @@
+"""The build's text work gives the same results on worker processes as in this one."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from similar_articles import copies, lexical, parallel
+
+PARENT = os.getpid()
+multicore = pytest.mark.skipif(parallel.worker_count() < 2, reason="needs two cores")
+
+
+def _pids(items):
+    return [os.getpid()] * len(items)
+
+
+def _tagged(items):
+    return [(os.getpid(), i) for i in items]
+
+
+def _dies_in_a_worker(items):
+    if os.getpid() != PARENT:
+        os._exit(1)  # as a worker killed for memory would
+    return list(items)
+
+
+@pytest.fixture(scope="module")
+def texts(news100) -> list[str]:
+    """Real article texts, enough of them for several chunks."""
+    bodies = [row["body"] or row["title"] for row in news100]
+    return [f"{bodies[i % len(bodies)]} {i}" for i in range(2 * parallel.MIN_CHUNK + 500)]
+
+
+@multicore
+def test_term_counts_and_sketches_are_the_same_on_workers(texts):
+    alone_counts, alone_sketches = lexical.term_counts(texts), copies.sketches(texts)
+    with parallel.workers():
+        counts, sketches = lexical.term_counts(texts), copies.sketches(texts)
+    assert (counts != alone_counts).nnz == 0 and counts.shape == alone_counts.shape
+    np.testing.assert_array_equal(sketches[0], alone_sketches[0])
+    np.testing.assert_array_equal(sketches[1], alone_sketches[1])
+
+
+@multicore
+def test_large_inputs_run_on_other_processes_in_order():
+    items = list(range(3 * parallel.MIN_CHUNK + 7))
+    with parallel.workers():
+        tagged = [pair for part in parallel.map_chunks(_tagged, items) for pair in part]
+        with parallel.workers():  # an inner block reuses the outer workers
+            inner = {pid for part in parallel.map_chunks(_pids, items) for pid in part}
+    assert [i for _, i in tagged] == items
+    assert PARENT not in {pid for pid, _ in tagged} and PARENT not in inner
+
+
+def test_outside_a_block_or_small_inputs_run_here():
+    assert parallel.map_chunks(_pids, list(range(5000))) == [[PARENT] * 5000]
+    with parallel.workers():
+        assert parallel.map_chunks(_pids, list(range(10))) == [[PARENT] * 10]
+
+
+@multicore
+def test_a_dead_worker_costs_time_not_results(caplog):
+    items = list(range(3 * parallel.MIN_CHUNK))
+    with parallel.workers():
+        parts = parallel.map_chunks(_dies_in_a_worker, items)
+    assert [i for part in parts for i in part] == items
+    assert "worker process died" in caplog.text
