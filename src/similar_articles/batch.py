@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import copies, evaluation, lexical
+from . import copies, evaluation, lexical, parallel
 from .articles import Article
 from .config import Config
 from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embed_articles, normalise_rows
@@ -766,9 +766,10 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
         errors = _ErrorSink(Path(errors_path) if errors_path else root / ERRORS_FILE)
         report.errors_path = str(errors.path)
         try:
-            _build(report, source_list, root, config, encoder, cache, stages, errors, gate=gate,
-                   force=force, dry_run=dry_run, keep=keep, vector_column=vector_column,
-                   chunk_rows=chunk_rows)
+            with parallel.workers():  # each chunk's term counts and copy sketches on every core
+                _build(report, source_list, root, config, encoder, cache, stages, errors, gate=gate,
+                       force=force, dry_run=dry_run, keep=keep, vector_column=vector_column,
+                       chunk_rows=chunk_rows)
         except BaseException as exc:
             report.status = "failed"
             report.error = str(exc) or type(exc).__name__
