@@ -484,13 +484,16 @@ class Recommender:
         k = _check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
         served = self._served_now()
+        if served.box_plan is not None and isinstance(article, str) and settings is self.config.ranking \
+                and not exclude_ids and sections is None:
+            # The usual call: its box was planned at build time and needs no query vector.
+            source = _indexed_source(served.corpus, article, _position_of(served.corpus, article))
+            with served.lock:
+                box = _planned_box(served, source, k, settings, (now or datetime.now(timezone.utc)).timestamp())
+            if box is not None:
+                return box
         query, source = self._query(served, article)
         with served.lock:
-            if served.box_plan is not None and isinstance(article, str) and settings is self.config.ranking \
-                    and not exclude_ids and sections is None:
-                box = _planned_box(served, source, k, settings, (now or datetime.now(timezone.utc)).timestamp())
-                if box is not None:
-                    return box
             return self._box(served, query, source, k, settings, now, exclude_ids, sections)
 
     def recommend_many(self, ids: Iterable[str], k: int = 2, *, now: datetime | None = None,
