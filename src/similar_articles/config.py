@@ -91,7 +91,7 @@ class IndexConfig:
     ivf_nlist: inverted lists for "ivf" (None: about 4 * sqrt(articles)).
     ivf_nprobe: lists an "ivf" query scans; more is better recall and slower.
     candidate_lists: each article's nearest ``candidate_lists`` others, found once at
-        build time (one batch search over every core: ~0.6 ms an article at 100k), so
+        build time (one batch search over every core, exact up to exact_lists_max: ~0.7 ms an article at 100k), so
         that a box for an indexed article needs no search at call time (the search is
         most of a call's cost at 100k). Costs 4 bytes per neighbour per article (200 B
         at 50). A call that needs a wider pool, or whose filters leave too few of the
