@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from similar_articles.candidates import build_candidate_lists
@@ -30,7 +32,7 @@ def test_exact_lists_of_an_hnsw_index_are_every_articles_true_neighbours():
     config = IndexConfig(kind="hnsw", hnsw_m=4, ef_construction=8, candidate_lists=WIDTH)
     index = FaissIndex.create("hnsw", vectors.shape[1], config)
     index.add(vectors)
-    searched = candidate_lists_for(index, Config(index=IndexConfig(**{**config.__dict__, "exact_lists_max": 0})))
+    searched = candidate_lists_for(index, Config(index=dataclasses.replace(config, exact_lists_max=0)))
     exact = candidate_lists_for(index, Config(index=config))
     assert _recall(searched, vectors) < 0.99  # the graph alone misses some
     assert _recall(exact, vectors) == 1.0

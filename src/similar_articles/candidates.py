@@ -38,7 +38,7 @@ def build_candidate_lists(index: FaissIndex, width: int, *, exact: bool = False,
     for start in range(0, n, _BLOCK):
         positions = np.arange(start, min(start + _BLOCK, n))
         if rows is not None:
-            _, found = exact_search(rows[positions], rows, fetch)
+            _, found = exact_search(rows[start:start + _BLOCK], rows, fetch)
         else:
             with index.wide_search(2 * width):
                 _, found = index.search_many(index.vectors(positions), fetch)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
+
+if TYPE_CHECKING:  # imported where a block starts: a serving process never needs them (~35 ms)
+    from concurrent.futures import ProcessPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ MIN_CHUNK = 256
 _CHUNKS_PER_WORKER = 4  # even finish times when texts differ in length
 
 # (pool, its worker count) of the innermost workers() block, None outside one
-_pool: contextvars.ContextVar[tuple[ProcessPoolExecutor, int] | None] = contextvars.ContextVar(
+_pool: contextvars.ContextVar[tuple["ProcessPoolExecutor", int] | None] = contextvars.ContextVar(
     "similar_articles_pool", default=None)
 
 
@@ -49,6 +49,9 @@ def workers(processes: int | None = None) -> Iterator[None]:
     """Let :func:`map_chunks` inside the block use ``processes`` worker processes (all
     cores by default). Workers are forked on first use and stopped when the block ends;
     a block inside another one reuses the outer workers."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     processes = processes or worker_count()
     if processes < 2 or _pool.get() is not None or "fork" not in multiprocessing.get_all_start_methods():
         yield
@@ -72,6 +75,8 @@ def map_chunks(fn: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
     active, n = _pool.get(), len(items)
     if active is None or n < 2 * MIN_CHUNK:
         return [fn(items)]
+    from concurrent.futures.process import BrokenProcessPool
+
     pool, processes = active
     chunks = max(2, min(processes * _CHUNKS_PER_WORKER, n // MIN_CHUNK))
     size = -(-n // chunks)

@@ -484,16 +484,19 @@ class Recommender:
         k = _check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
         served = self._served_now()
-        if served.box_plan is not None and isinstance(article, str) and settings is self.config.ranking \
-                and not exclude_ids and sections is None:
-            # The usual call: its box was planned at build time and needs no query vector.
-            source = _indexed_source(served.corpus, article, _position_of(served.corpus, article))
+        if not isinstance(article, str):
+            query, source = self._unseen_query(served, article)
             with served.lock:
-                box = _planned_box(served, source, k, settings, (now or datetime.now(timezone.utc)).timestamp())
-            if box is not None:
-                return box
-        query, source = self._query(served, article)
+                return self._box(served, query, source, k, settings, now, exclude_ids, sections)
+        source = _indexed_source(served.corpus, article, _position_of(served.corpus, article))
         with served.lock:
+            if served.box_plan is not None and settings is self.config.ranking and not exclude_ids \
+                    and sections is None:
+                # The usual call: its box was planned at build time and needs no query vector.
+                box = _planned_box(served, source, k, settings, (now or datetime.now(timezone.utc)).timestamp())
+                if box is not None:
+                    return box
+            query = served.index.vectors(np.array([source["position"]]))[0]
             return self._box(served, query, source, k, settings, now, exclude_ids, sections)
 
     def recommend_many(self, ids: Iterable[str], k: int = 2, *, now: datetime | None = None,
@@ -551,13 +554,9 @@ class Recommender:
                                            exclude_ids, sections, prefetched=found.get(row)))
         return boxes
 
-    def _query(self, served: "_Served", article: str | ArticleLike) -> tuple[np.ndarray, dict]:
+    def _unseen_query(self, served: "_Served", article: ArticleLike) -> tuple[np.ndarray, dict]:
+        """An unseen article's vector (encoded, or remembered by content hash) and source."""
         corpus = served.corpus
-        if isinstance(article, str):
-            pos = _position_of(corpus, article)
-            with served.lock:
-                vector = served.index.vectors(np.array([pos]))[0]
-            return vector, _indexed_source(corpus, article, pos)
         parsed = Article.from_row(article)
         vector = self._unseen_vectors.get(parsed.content_hash)
         if vector is None:
