@@ -293,3 +293,32 @@ def test_planned_boxes_are_the_boxes_ranked_in_full(tmp_path, news100, news100_v
                              config=Config(ranking=rec.config.ranking.__class__(mmr_lambda=0.5)))
     assert other._served.box_plan is None
     assert Recommender.load(tmp_path, encoder=encoder, reload_interval=None)._served.box_plan is not None
+
+
+@pytest.mark.parametrize("options", [{}, {"recency_reference": "article"}, {"half_life_days": None},
+                                     {"section_bonus": 0.0}, {"half_life_days": 2.5, "freshness_margin": 0.1}])
+def test_one_planned_call_scores_as_a_block_does(options):
+    """A planned recommend(id) scores its items in Python floats (many._scores_of_one)
+    and recommend_many in arrays (many._scores): they must agree to the bit, or the
+    same box would show other scores depending on how it was asked for."""
+    from types import SimpleNamespace
+
+    from similar_articles import many
+    from similar_articles.config import RankingConfig
+
+    rng = np.random.default_rng(7)
+    n, width = 400, 5
+    published = rng.uniform(1.4e9, 1.7e9, n)
+    published[rng.random(n) < 0.1] = np.nan  # undated articles
+    codes = rng.integers(-1, 4, n).astype(np.int32)  # -1: no section
+    corpus = SimpleNamespace(published=published, section_codes=codes)
+    settings = RankingConfig(**options)
+    now_ts = 1.65e9
+    positions = np.arange(n)
+    rows = rng.integers(0, n, (n, width))
+    relevance = rng.uniform(-0.2, 1.0, (n, width)).astype(np.float32)
+    block = many._scores(corpus, positions, rows, relevance, settings, now_ts)
+    for p in positions.tolist():
+        one = many._scores_of_one(corpus, p, rows[p].tolist(), relevance[p].tolist(), settings, now_ts)
+        assert all(type(score) is float for score in one)
+        assert one == block[p].tolist(), p

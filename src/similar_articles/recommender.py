@@ -296,8 +296,18 @@ class _Served:
     box_plan: np.ndarray | None = None  # for calls with the serving settings (many.box_plans)
     box_plan_window: np.ndarray | None = None  # [first, last] time of a call the plans hold for
 
+    _plan_similarities: tuple = (None, None)  # (the box_plan they are for, many.plan_similarities)
+
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
+        self.plan_similarities()  # on load, not on the first call
+
+    def plan_similarities(self) -> np.ndarray | None:
+        """many.plan_similarities of the current plans (recomputed if they are replaced)."""
+        plan, sims = self._plan_similarities
+        if plan is not self.box_plan:
+            self._plan_similarities = (self.box_plan, many.plan_similarities(self))
+        return self._plan_similarities[1]
 
 
 class Recommender:
@@ -988,15 +998,14 @@ def _listed_items(corpus: "_Corpus", sources: np.ndarray, ranked: "many.Boxes", 
 def _planned_box(served: "_Served", source: dict, k: int, settings, now_ts: float) -> list[Recommendation] | None:
     """The source's box read from its build-time plan (many.planned_boxes), or None
     where the plan may not hold (the call then ranks in full)."""
-    planned = many.planned_boxes(served, np.array([source["position"]]), k, settings, now_ts=now_ts)
-    if not planned.finished[0]:
+    planned = many.planned_box(served, source["position"], k, settings, now_ts=now_ts)
+    if planned is None:
         return None
     corpus = served.corpus
     return [_recommendation(corpus.ids[p], corpus.titles[p], corpus.urls[p], float(corpus.published[p]),
                             corpus.sections[p], score, similarity, source["published"], source["section"], now_ts,
                             None)
-            for p, score, similarity in zip(planned.positions[0].tolist(), planned.scores[0].tolist(),
-                                            planned.similarities[0].tolist())]
+            for p, score, similarity in zip(*planned)]
 
 
 def _cosines_to(index, positions: np.ndarray):
