@@ -105,7 +105,7 @@ def _plans_hold(served: "_Served", k: int, now_ts: float) -> bool:
     """Whether the plans may answer calls for boxes of ``k`` at ``now_ts`` at all."""
     plan, window = served.box_plan, served.box_plan_window
     return plan is not None and k <= plan.shape[1] and len(served.index) == len(served.candidate_lists) \
-        and window[0] <= now_ts <= window[1]
+        and float(window[0]) <= now_ts <= float(window[1])
 
 
 def planned_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "RankingConfig", *,
@@ -140,11 +140,10 @@ def planned_box(served: "_Served", position: int, k: int, settings: "RankingConf
     most of a one-row block's cost)."""
     if not _plans_hold(served, k, now_ts):
         return None
-    slots = served.box_plan[position, :k]
+    slots = served.box_plan[position, :k].astype(np.int64)
     row = served.candidate_lists[position]
-    if (slots == NO_PLAN).any() or not (served.corpus.alive[row] | (row < 0)).all():
+    if NO_PLAN in slots.tolist() or not (served.corpus.all_alive or (served.corpus.alive[row] | (row < 0)).all()):
         return None
-    slots = slots.astype(np.int64)
     picks = row[slots].tolist()
     sims = served.plan_similarities()[position, :k]
     relevance = _planned_relevance(served, position, slots, sims, settings)

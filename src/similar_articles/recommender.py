@@ -194,6 +194,7 @@ class _Corpus:
         # copies.py's sketches and shingle counts; None in indexes built before them
         self.copy_sketch, self.copy_shingles = copy_sketches or (None, None)
         self.alive = np.ones(len(self.ids), dtype=bool)
+        self.all_alive = True  # until retire(): lets a planned call skip checking its list
         self.positions = _Positions(self.ids)
         self._index_derived()
 
@@ -253,9 +254,14 @@ class _Corpus:
         for offset, article in enumerate(articles):
             old = self.positions.get(article.id)
             if old is not None:
-                self.alive[old] = False  # the new version replaces it
+                self.retire([old])  # the new version replaces it
             self.positions[article.id] = start + offset
         self._index_derived()
+
+    def retire(self, positions: Sequence[int]) -> None:
+        """Mark the articles at ``positions`` removed (their rows stay)."""
+        self.alive[list(positions)] = False
+        self.all_alive = False
 
     def metadata(self) -> dict[str, list]:
         return {name: getattr(self, name).tolist() for name in self.COLUMNS}
@@ -767,7 +773,7 @@ class Recommender:
         with served.lock:
             positions = [served.corpus.positions[i] for i in ids if i in served.corpus.positions]
             live = [p for p in positions if served.corpus.alive[p]]
-            served.corpus.alive[live] = False
+            served.corpus.retire(live)
         return len(live)
 
     def info(self) -> dict[str, Any]:
