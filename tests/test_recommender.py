@@ -43,6 +43,18 @@ def test_every_item_explains_itself(seed_index, encoder):
     assert 0 < first.score <= 1.03  # relevance (cosine blended with term overlap) + freshness
 
 
+def test_an_item_as_json_has_every_field_in_order(seed_index, encoder):
+    from dataclasses import fields
+
+    item = Recommender.load(seed_index, encoder=encoder).recommend(INF, k=1)[0]
+    data = item.to_dict()
+    assert list(data) == [f.name for f in fields(item)]
+    assert data["published_at"] == "2019-02-01T15:00:00+00:00" and data["reasons"] == list(item.reasons)
+    assert {k: v for k, v in data.items() if k not in ("published_at", "reasons")} == \
+        {f.name: getattr(item, f.name) for f in fields(item) if f.name not in ("published_at", "reasons")}
+    assert json.loads(json.dumps(data)) == data
+
+
 def test_scheduled_posts_never_leak(seed_index, encoder):
     rec = Recommender.load(seed_index, encoder=encoder)
     ids = [item.id for item in rec.recommend(INF, k=10)]

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -60,10 +60,13 @@ class Recommendation:
     fallback: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["published_at"] = self.published_at.isoformat() if self.published_at else None
-        data["reasons"] = list(self.reasons)
-        return data
+        """The item as JSON-ready values, fields in declaration order. Written out
+        rather than dataclasses.asdict, which deep-copies every value (~20x slower:
+        most of an export's time)."""
+        return {"id": self.id, "title": self.title, "url": self.url,
+                "published_at": self.published_at.isoformat() if self.published_at else None,
+                "section": self.section, "score": self.score, "similarity": self.similarity,
+                "reasons": list(self.reasons), "fallback": self.fallback}
 
 
 try:  # numpy >= 2: compact variable-width strings; older numpy: object arrays (as lists)
