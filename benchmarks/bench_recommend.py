@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--many-at", type=int, default=100_000, help="size at which recommend_many "
                         "and unseen-article calls are timed (0: never)")
     parser.add_argument("--hnsw-m", type=int, default=32)
-    parser.add_argument("--ef-search", type=int, default=192)
+    parser.add_argument("--ef-search", type=int, default=256)
     parser.add_argument("--ef-construction", type=int, default=40)
     parser.add_argument("--nprobe", type=int, default=24)
     parser.add_argument("--work", type=Path, default=None, help="where indexes are built "

@@ -85,15 +85,13 @@ class IndexConfig:
     hnsw_m: graph links per vector; more is better recall, more memory and slower builds.
     ef_construction / ef_search: HNSW beam widths at build and query time; larger is
         better recall and slower. Measured (benchmarks/README.md) for real-article
-        queries at 100k (97k synthetic vectors): m=32 with ef_search=192 finds 0.982 of
-        the exact top 10 (~2.5 ms a search on a loaded machine), 128 only 0.971 in 1.6 ms,
-        m=16 with 96 0.941. At 10k (38% real vectors) m=16 with 96 already finds 0.994.
-        A call for an indexed article rarely searches (see candidate_lists), so the
-        default buys recall for the calls that do: filtered ones and unseen articles.
-        ef_construction=40 builds the 100k graph in 31 s instead of 53 at 80, for
-        recall@10 at ef_search=192 within 0.006 of it (0.983 against 0.985 for indexed
-        articles, 0.981 against 0.978 for perturbed ones, 0.940 against 0.946 for new
-        synthetic vectors; FAISS alone, benchmarks/README.md).
+        queries at 100k (97k synthetic vectors), m=32: ef_construction=40 builds the
+        graph in 31 s (53 s at 80) and ef_search=256 then finds 0.988 of the exact top
+        10 (0.983 at 192, 0.971 at 128 with ef_construction=80), ~3 ms a search on a
+        loaded machine. A call for an indexed article rarely searches (see
+        candidate_lists), so the default buys recall for the calls that do: filtered
+        ones and unseen articles. At 10k (38% real vectors) m=16 with ef_search=96
+        already finds 0.994.
     ivf_nlist: inverted lists for "ivf" (None: about 4 * sqrt(articles)).
     ivf_nprobe: lists an "ivf" query scans; more is better recall and slower.
     candidate_lists: each article's nearest ``candidate_lists`` others, found once at
@@ -112,7 +110,7 @@ class IndexConfig:
     hnsw_threshold: int = 20_000
     hnsw_m: int = 32
     ef_construction: int = 40
-    ef_search: int = 192
+    ef_search: int = 256
     store: str = "float"
     ivf_nlist: int | None = None
     ivf_nprobe: int = 24
