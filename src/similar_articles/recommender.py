@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -305,7 +305,8 @@ class _Served:
     box_plan: np.ndarray | None = None  # for calls with the serving settings (many.box_plans)
     box_plan_window: np.ndarray | None = None  # [first, last] time of a call the plans hold for
 
-    _plan_similarities: tuple = (None, None)  # (the box_plan they are for, many.plan_similarities)
+    # (the box_plan they are for, many.plan_similarities of it): see plan_similarities()
+    _plan_similarities: tuple = field(default=(None, None), init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
