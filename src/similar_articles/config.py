@@ -74,8 +74,8 @@ class IndexConfig:
     """Which FAISS index stores the vectors.
 
     kind: "flat" is exact (search time grows with the corpus: ~10 ms at 100k on 2 cores);
-        "hnsw" is approximate (about 1 ms per search at 100k, ~260 extra bytes per
-        article at hnsw_m=32); "ivf" is approximate with the cheapest build and no graph memory,
+        "hnsw" is approximate (~2-3 ms per search at 100k with the default ef_search,
+        ~260 extra bytes per article at hnsw_m=32); "ivf" is approximate with the cheapest build and no graph memory,
         but slower queries than hnsw at equal recall; "auto" picks flat below
         ``hnsw_threshold`` articles and hnsw from there on.
     store: "float" keeps 4 bytes per dimension (1.5 KB per article at 384 dims); "fp16"
