@@ -120,7 +120,9 @@ def planned_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "R
     plan, lists, corpus = served.box_plan, served.candidate_lists, served.corpus
     slots = plan[positions, :k].astype(np.int64)
     rows = lists[positions]
-    held = (slots != NO_PLAN).all(axis=1) & (corpus.alive[rows] | (rows < 0)).all(axis=1)
+    held = (slots != NO_PLAN).all(axis=1)
+    if not corpus.all_alive:  # a removed article anywhere in a list voids its plan
+        held &= (corpus.alive[rows] | (rows < 0)).all(axis=1)
     slots[~held] = 0  # read, not used
     picks = rows[np.arange(len(rows))[:, None], slots].astype(np.int64)
     picks[~held] = -1
@@ -142,12 +144,13 @@ def planned_box(served: "_Served", position: int, k: int, settings: "RankingConf
         return None
     slots = served.box_plan[position, :k].astype(np.int64)
     row = served.candidate_lists[position]
-    if NO_PLAN in slots.tolist() or not (served.corpus.all_alive or (served.corpus.alive[row] | (row < 0)).all()):
+    corpus = served.corpus
+    if NO_PLAN in slots.tolist() or not (corpus.all_alive or (corpus.alive[row] | (row < 0)).all()):
         return None
     picks = row[slots].tolist()
     sims = served.plan_similarities()[position, :k]
     relevance = _planned_relevance(served, position, slots, sims, settings)
-    return picks, _scores_of_one(served.corpus, position, picks, relevance.tolist(), settings, now_ts), sims.tolist()
+    return picks, _scores_of_one(corpus, position, picks, relevance.tolist(), settings, now_ts), sims.tolist()
 
 
 def _planned_relevance(served: "_Served", sources, slots: np.ndarray, sims: np.ndarray, settings) -> np.ndarray:

@@ -314,8 +314,7 @@ class _Served:
 
     def plan_similarities(self) -> np.ndarray | None:
         """many.plan_similarities of the current plans (recomputed if they are replaced)."""
-        plan, sims = self._plan_similarities
-        if plan is not self.box_plan:
+        if self._plan_similarities[0] is not self.box_plan:
             self._plan_similarities = (self.box_plan, many.plan_similarities(self))
         return self._plan_similarities[1]
 
