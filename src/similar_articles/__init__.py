@@ -6,7 +6,8 @@ from .articles import Article
 from .config import Config, EncoderConfig, IndexConfig, RankingConfig
 from .errors import (ConfigError, IndexCorruptedError, IndexNotFoundError, InvalidArticleError,
                      ModelMismatchError, SimilarArticlesError, UnknownArticleError)
-from .recommender import Recommendation, Recommender, recommend
+from .items import Recommendation
+from .recommender import Recommender, recommend
 
 __all__ = [
     "Article", "Config", "EncoderConfig", "IndexConfig", "RankingConfig",

@@ -36,7 +36,8 @@ from .config import Config, RankingConfig, replace_ranking
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .recommender import Recommendation, Recommender
+    from .items import Recommendation
+    from .recommender import Recommender
 
 Boxes = dict[str, list[str]]
 """source article id -> recommended article ids, in box order."""

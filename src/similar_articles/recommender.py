@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import copies, many, parallel, ranking
+from . import copies, items, many, parallel, ranking
 from .articles import Article
 from .candidates import build_candidate_lists
 from .config import Config, replace_ranking
@@ -23,6 +23,7 @@ from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embe
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
                      SimilarArticlesError, UnknownArticleError)
 from .index import FaissIndex, create_index
+from .items import Recommendation
 from .lexical import Fingerprints, LexicalModel, PoolTerms, list_overlaps, overlaps
 from .snapshot import CURRENT, read_snapshot, resolve_snapshot_dir, write_snapshot
 
@@ -42,31 +43,6 @@ PLAN_DAYS = 7  # how long after its build an index's planned boxes hold (a misse
 # memory-mapped, so they cost resident memory only as far as such calls touch them.
 _MAPPED_ARRAYS = ("lexical_ids", "lexical_weights")
 ArticleLike = Article | Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Recommendation:
-    """One item of a box. ``similarity`` is the cosine to the source article; ``score``
-    adds the freshness bonus; ``reasons`` says why the item is there."""
-
-    id: str
-    title: str
-    url: str | None
-    published_at: datetime | None
-    section: str | None
-    score: float
-    similarity: float
-    reasons: tuple[str, ...]
-    fallback: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """The item as JSON-ready values, fields in declaration order. Written out
-        rather than dataclasses.asdict, which deep-copies every value (~20x slower:
-        most of an export's time)."""
-        return {"id": self.id, "title": self.title, "url": self.url,
-                "published_at": self.published_at.isoformat() if self.published_at else None,
-                "section": self.section, "score": self.score, "similarity": self.similarity,
-                "reasons": list(self.reasons), "fallback": self.fallback}
 
 
 try:  # numpy >= 2: compact variable-width strings; older numpy: object arrays (as lists)
@@ -557,7 +533,7 @@ class Recommender:
                 block = positions[start:start + batch_size]
                 ranked = many.boxes(served, block, k, settings, now_ts=now_ts, excluded=excluded, allowed=allowed,
                                     planned=planned, all_cores=all_cores)
-                items = iter(_listed_items(corpus, block, ranked, now_ts))
+                made = iter(items.block_items(corpus, block, ranked, now_ts))
                 # The rest go alone; those without a list share one search.
                 alone = np.flatnonzero(~ranked.finished).tolist()
                 searched = [row for row in alone if not listed or block[row] >= len(lists)]
@@ -565,7 +541,7 @@ class Recommender:
                     served.index.vectors(block[searched]), fetch)))) if searched else {}
                 for row, finished in enumerate(ranked.finished.tolist()):
                     if finished:
-                        boxes.append(next(items))
+                        boxes.append(next(made))
                         continue
                     pos = int(block[row])
                     boxes.append(self._box(served, served.index.vectors(np.array([pos]))[0],
@@ -741,9 +717,9 @@ class Recommender:
     def _item(self, served: "_Served", pos: int, score: float, similarity: float, source: dict, now_ts: float,
               fallback: str | None) -> Recommendation:
         corpus = served.corpus
-        return _recommendation(corpus.ids[pos], corpus.titles[pos], corpus.urls[pos], float(corpus.published[pos]),
-                               corpus.sections[pos], score, similarity, source["published"], source["section"],
-                               now_ts, fallback)
+        return items.item(corpus.ids[pos], corpus.titles[pos], corpus.urls[pos], float(corpus.published[pos]),
+                          corpus.sections[pos], score, similarity, source["published"], source["section"], now_ts,
+                          fallback)
 
     # ------------------------------------------------------------ between rebuilds
     def add(self, rows: Iterable[ArticleLike], *, embeddings: np.ndarray | None = None) -> int:
@@ -963,47 +939,6 @@ def _listed_candidates(served: "_Served", query: np.ndarray, position: int | Non
     return sims[order], row[order].astype(np.int64), slots[order], complete
 
 
-def _recommendation(article_id: str, title: str, url: str | None, published: float, section: str | None,
-                    score: float, similarity: float, source_published: float, source_section: str | None,
-                    now_ts: float, fallback: str | None) -> Recommendation:
-    """One box item from its article's columns; the age is counted from the source's
-    date, or from now for an undated source."""
-    if not math.isnan(source_published):
-        age, relative_to = source_published - published, "article"
-    else:
-        age, relative_to = now_ts - published, "now"
-    return Recommendation(
-        id=article_id, title=title, url=url,
-        published_at=None if math.isnan(published) else datetime.fromtimestamp(published, timezone.utc),
-        section=section, score=round(score, 4), similarity=round(similarity, 4),
-        reasons=ranking.reasons_for(similarity=similarity, section=section, source_section=source_section,
-                                    age_seconds=age, age_relative_to=relative_to, fallback=fallback),
-        fallback=fallback is not None)
-
-
-def _listed_items(corpus: "_Corpus", sources: np.ndarray, ranked: "many.Boxes", now_ts: float
-                  ) -> list[list[Recommendation]]:
-    """The Recommendations of every finished box of a block, in block order: each
-    column is read once for the whole block (a column read per item costs more than
-    the ranking of it)."""
-    finished = ranked.finished
-    at = ranked.positions[finished]
-    filled = at >= 0
-    flat = at[filled]
-    # Per item, from the columns: what the item shows, and its source's date and section.
-    source_of = np.broadcast_to(sources[finished][:, None], at.shape)[filled]
-    columns = zip(corpus.ids[flat].tolist(), corpus.titles[flat].tolist(), corpus.urls[flat].tolist(),
-                  corpus.published[flat].tolist(), corpus.sections[flat].tolist(),
-                  ranked.scores[finished][filled].tolist(), ranked.similarities[finished][filled].tolist(),
-                  corpus.published[source_of].tolist(), corpus.sections[source_of].tolist())
-    items = [_recommendation(*fields, now_ts, None) for fields in columns]
-    boxes, start = [], 0
-    for size in filled.sum(axis=1).tolist():
-        boxes.append(items[start:start + size])
-        start += size
-    return boxes
-
-
 def _planned_box(served: "_Served", source: dict, k: int, settings, now_ts: float) -> list[Recommendation] | None:
     """The source's box read from its build-time plan (many.planned_boxes), or None
     where the plan may not hold (the call then ranks in full)."""
@@ -1011,9 +946,9 @@ def _planned_box(served: "_Served", source: dict, k: int, settings, now_ts: floa
     if planned is None:
         return None
     corpus = served.corpus
-    return [_recommendation(corpus.ids[p], corpus.titles[p], corpus.urls[p], float(corpus.published[p]),
-                            corpus.sections[p], score, similarity, source["published"], source["section"], now_ts,
-                            None)
+    return [items.item(corpus.ids[p], corpus.titles[p], corpus.urls[p], float(corpus.published[p]),
+                       corpus.sections[p], score, similarity, source["published"], source["section"], now_ts,
+                       None)
             for p, score, similarity in zip(*planned)]
 
 
