@@ -19,6 +19,7 @@ import argparse
 import json
 import shutil
 import subprocess
+import tempfile
 import sys
 import time
 from datetime import datetime, timezone
@@ -85,6 +86,23 @@ def serve(path: str, job_file: str) -> None:
         started = time.perf_counter()
         rec.recommend_many(every, k=2)
         out["export_ms"] = (time.perf_counter() - started) * 1000 / len(every)
+        # The export CLI's work (similar-articles export): the same boxes, written out;
+        # against a loop of recommend that writes the same JSON lines.
+        import pyarrow.parquet  # noqa: F401  (imported before the clock: ~0.5 s once per process)
+
+        from similar_articles.export import _JsonLines, write_boxes
+
+        with tempfile.TemporaryDirectory() as folder:
+            for fmt in ("jsonl", "parquet"):
+                started = time.perf_counter()
+                write_boxes(rec, Path(folder) / f"boxes.{fmt}", k=2, progress=False)
+                out[f"export_{fmt}_ms"] = (time.perf_counter() - started) * 1000 / len(every)
+            now = datetime.now(timezone.utc)
+            with _JsonLines(Path(folder) / "loop.jsonl") as put:
+                started = time.perf_counter()
+                for article_id in ids:
+                    put([article_id], [rec.recommend(article_id, k=2, now=now)])
+                out["loop_jsonl_ms"] = (time.perf_counter() - started) * 1000 / len(ids)
         # Three other articles load the model (and export ONNX files on a first run);
         # the timed ones are each new to the recommender, so each is encoded.
         warm, timed = job["unseen"][:3], job["unseen"][3:]
@@ -204,6 +222,12 @@ def main() -> None:
                      f"{s['full_loop_ms'] / s['full_many_one_core_ms']:.1f}x; one core"],
                     [f"{size:,}", kind, "recommend_many of every article (the export)", s["export_ms"],
                      f"{s['loop_ms'] / s['export_ms']:.1f}x the loop"],
+                    [f"{size:,}", kind, "recommend loop writing each box as a JSON line", s["loop_jsonl_ms"],
+                     "1000 ids, now; the same encoder as the export"],
+                    [f"{size:,}", kind, "export to JSONL (write_boxes, as the CLI)", s["export_jsonl_ms"],
+                     f"{s['loop_jsonl_ms'] / s['export_jsonl_ms']:.1f}x the writing loop"],
+                    [f"{size:,}", kind, "export to Parquet (write_boxes, as the CLI)", s["export_parquet_ms"],
+                     f"{s['loop_jsonl_ms'] / s['export_parquet_ms']:.1f}x the writing loop"],
                     [f"{size:,}", kind, "recommend(unseen article) p50", s["unseen_p50"],
                      f"p99 {s['unseen_p99']:.1f} ms; 40 full-length NewsArticles texts, {s['backend']} encoder"],
                     [f"{size:,}", kind, "recommend(same unseen article again) p50", s["again_p50"],

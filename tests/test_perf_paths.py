@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 
 import numpy as np
@@ -101,19 +102,48 @@ def test_onnx_vectors_match_torch(onnx_ready, news100, backend, floor):
     assert (onnx_encoder.model_id == torch_encoder.model_id) == (backend == "onnx")
 
 
-def test_export_cli_writes_every_box(tmp_path, news100_index, news100, capsys):
+@pytest.mark.parametrize("encoder_module", ["orjson", "json"])
+def test_export_cli_writes_every_box(tmp_path, news100_index, news100, capsys, monkeypatch, encoder_module):
     from similar_articles.cli import main
 
+    if encoder_module == "json":
+        monkeypatch.setitem(sys.modules, "orjson", None)  # as if the export extra were not installed
     out = tmp_path / "boxes.jsonl"
     code = main(["export", "--index", str(news100_index.path), "--out", str(out), "-k", "2",
-                 "--now", NOW.isoformat()])
+                 "--now", NOW.isoformat(), "--batch-size", "9"])
     assert code == 0
+    assert "wrote 100 boxes" in capsys.readouterr().err
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert len(lines) == len(news100)
-    first = lines[0]
-    assert first["id"] == news100[0]["id"]
-    expected = [r.to_dict() for r in news100_index.recommend(first["id"], k=2, now=NOW)]
-    assert first["box"] == expected
+    assert [line["id"] for line in lines] == [row["id"] for row in news100]
+    for line in lines:
+        assert line["box"] == [r.to_dict() for r in news100_index.recommend(line["id"], k=2, now=NOW)]
+    assert not list(tmp_path.glob(".boxes.jsonl.tmp*"))  # the staging file is gone
+
+
+def test_export_cli_writes_parquet_rows_with_a_fixed_schema(tmp_path, news100, news100_vectors, encoder):
+    """One row per box item, in box order; a batch whose items have no URL keeps the
+    file's schema (an inferred null column would not match the first batch's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from similar_articles.cli import main
+
+    rows = [dict(row, url=None) if i >= 50 else row for i, row in enumerate(news100)]
+    rec = Recommender.build(rows, tmp_path / "index", embeddings=news100_vectors, encoder=encoder)
+    out = tmp_path / "boxes.parquet"
+    assert main(["export", "--index", str(rec.path), "--out", str(out), "-k", "2", "--now", NOW.isoformat(),
+                 "--batch-size", "7"]) == 0
+    table = pq.read_table(out)
+    assert table.schema.field("url").type == pa.string() and table.schema.field("score").type == pa.float64()
+    assert table.schema.field("published_at").type == pa.timestamp("us", tz="UTC")
+    got = table.to_pylist()
+    expected = [{"id": article_id, "rank": rank, **{("item_id" if key == "id" else key): value
+                                                    for key, value in item.to_dict().items()},
+                 "published_at": item.published_at}
+                for article_id in rec.ids()
+                for rank, item in enumerate(rec.recommend(article_id, k=2, now=NOW), start=1)]
+    assert got == expected
+    assert any(row["url"] is None for row in got) and any(row["url"] for row in got)
 
 
 def _boxes_match(a, b) -> None:

@@ -288,14 +288,12 @@ def _add_export(sub) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    """One line (JSONL: {"id", "box": [...]}) or one row per box item (Parquet: id,
-    rank and the item's fields) for every live article, in index order."""
-    import os
+    """Every live article's box, in index order (export.write_boxes)."""
     from datetime import datetime, timezone
 
+    from .export import write_boxes
     from .recommender import Recommender
 
-    fmt = args.format or ("parquet" if args.out.suffix.lower() in (".parquet", ".pq") else "jsonl")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size={args.batch_size} is invalid: give a positive number")
     try:
@@ -305,52 +303,12 @@ def _export(args: argparse.Namespace) -> int:
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     rec = Recommender.load(args.index, reload_interval=None)
-    ids = rec.ids()
     started = time.perf_counter()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    staging = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
-    try:
-        if fmt == "jsonl":
-            with open(staging, "w", encoding="utf-8") as f:
-                for start in range(0, len(ids), args.batch_size):
-                    part = ids[start:start + args.batch_size]
-                    for article_id, box in zip(part, rec.recommend_many(part, args.k, now=now)):
-                        f.write(json.dumps({"id": article_id, "box": [r.to_dict() for r in box]},
-                                           ensure_ascii=False) + "\n")
-        else:
-            _export_parquet(rec, ids, args, now, staging)
-        os.replace(staging, args.out)  # readers never see half a file
-    finally:
-        staging.unlink(missing_ok=True)
+    written = write_boxes(rec, args.out, fmt=args.format, k=args.k, now=now, batch_size=args.batch_size)
     elapsed = time.perf_counter() - started
-    print(f"wrote {len(ids)} boxes to {args.out} in {elapsed:.1f} s "
-          f"({1000 * elapsed / max(len(ids), 1):.2f} ms per article)", file=sys.stderr)
+    print(f"wrote {written} boxes to {args.out} in {elapsed:.1f} s "
+          f"({1000 * elapsed / max(written, 1):.3f} ms per article)", file=sys.stderr)
     return EXIT_OK
-
-
-def _export_parquet(rec, ids: list[str], args: argparse.Namespace, now, staging: Path) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ConfigError("Parquet export needs pyarrow: pip install pyarrow (or write --out boxes.jsonl)") from None
-    writer = None
-    try:
-        for start in range(0, len(ids), args.batch_size):
-            part = ids[start:start + args.batch_size]
-            table = pa.Table.from_pylist([
-                {"id": article_id, "rank": rank, "item_id": item.id, "title": item.title, "url": item.url,
-                 "published_at": item.published_at.isoformat() if item.published_at else None,
-                 "section": item.section, "score": item.score, "similarity": item.similarity,
-                 "reasons": list(item.reasons), "fallback": item.fallback}
-                for article_id, box in zip(part, rec.recommend_many(part, args.k, now=now))
-                for rank, item in enumerate(box, start=1)])
-            if writer is None:
-                writer = pq.ParquetWriter(staging, table.schema)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
 
 
 if __name__ == "__main__":
