@@ -87,7 +87,7 @@ def test_workers_do_not_copy_the_build_processes_memory():
     inherited: at 1M articles that doubled a build's memory and ran out of it."""
     import gc
 
-    held = [{"title": f"article {i}", "terms": [i, i + 1]} for i in range(1_500_000)]  # ~400 MB of objects
+    held = [{"title": f"article {i}", "terms": [i, i + 1]} for i in range(1_500_000)]  # ~590 MB of objects
     with parallel.workers():
         copied = max(size for part in parallel.map_chunks(_private_memory_after_a_collection,
                                                           list(range(4 * parallel.MIN_CHUNK)))

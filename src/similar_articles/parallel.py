@@ -61,7 +61,7 @@ def workers(processes: int | None = None) -> Iterator[None]:
     # is ~4 s) and needs no importable __main__, so scripts and notebooks work as they are.
     # A forked worker shares the build's memory until a page is written, and a full
     # garbage collection writes to every object it scans, on either side. Objects frozen
-    # before the fork (and in each worker as it starts) are never scanned: on a ~400 MB
+    # before the fork (and in each worker as it starts) are never scanned: on a ~590 MB
     # test heap a worker's collection copied 2.3 MB instead of 294. They are still freed
     # when unreferenced; cycles among them wait for the block's end. Pages the build
     # itself writes while workers live are still copied: a 1M-article build handed over
