@@ -19,8 +19,8 @@ import argparse
 import json
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path

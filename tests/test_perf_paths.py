@@ -108,6 +108,8 @@ def test_export_cli_writes_every_box(tmp_path, news100_index, news100, capsys, m
 
     if encoder_module == "json":
         monkeypatch.setitem(sys.modules, "orjson", None)  # as if the export extra were not installed
+    else:
+        pytest.importorskip("orjson")
     out = tmp_path / "boxes.jsonl"
     code = main(["export", "--index", str(news100_index.path), "--out", str(out), "-k", "2",
                  "--now", NOW.isoformat(), "--batch-size", "9"])

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from .config import ENCODER_BACKENDS, INDEX_KINDS, INDEX_STORES, Config, EncoderConfig, IndexConfig
 from .errors import ConfigError, SimilarArticlesError, UnknownArticleError
+from .export import FORMATS as EXPORT_FORMATS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -279,7 +280,7 @@ def _add_export(sub) -> None:
         "export", help="write every indexed article's box to JSONL or Parquet (for CMS caches)")
     export.add_argument("--index", type=Path, required=True)
     export.add_argument("--out", type=Path, required=True, help="a .jsonl or .parquet file")
-    export.add_argument("--format", choices=("jsonl", "parquet"), help="default: from the file name")
+    export.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the file name")
     export.add_argument("-k", type=int, default=2, help="box size (default 2)")
     export.add_argument("--now", default=None,
                         help="ISO 8601 time the boxes are for (default: now); later articles are hidden")

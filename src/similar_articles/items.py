@@ -56,9 +56,8 @@ class Recommendation:
 # A frozen dataclass's __init__ sets each field through object.__setattr__ (~2.4 us an
 # item); the slots' own setters do it in ~0.9. tests/test_items.py checks that these
 # are the class's fields, in order.
-_SETTERS = tuple(getattr(Recommendation, f.name).__set__ for f in fields(Recommendation))
 (_set_id, _set_title, _set_url, _set_published_at, _set_section, _set_score, _set_similarity, _set_reasons,
- _set_fallback) = _SETTERS
+ _set_fallback) = (getattr(Recommendation, f.name).__set__ for f in fields(Recommendation))
 
 
 def new_item(id: str, title: str, url: str | None, published_at: datetime | None, section: str | None,
