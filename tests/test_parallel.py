@@ -95,3 +95,22 @@ def test_workers_do_not_copy_the_build_processes_memory():
     assert gc.get_freeze_count() == 0  # the parent's collector is back as it was
     assert copied < 100 * 2**20, f"a worker copied {copied / 2**20:.0f} MB"
     del held
+
+
+def test_a_build_short_of_memory_runs_here_rather_than_fork(monkeypatch, caplog):
+    """Where a fork could double the build's memory past what is free, the work stays in
+    this process (one core) and says why, instead of being killed for memory."""
+    monkeypatch.setattr(parallel, "_memory_free", lambda: 512 * 2**20)
+    items = list(range(3 * parallel.MIN_CHUNK))
+    with parallel.workers(2):
+        first, second = parallel.map_chunks(_pids, items), parallel.map_chunks(_pids, items)
+    assert first == second == [[PARENT] * len(items)]
+    assert caplog.text.count("runs on one core") == 1  # said once a block, not once a call
+
+
+def test_memory_readings_are_there_on_linux():
+    held, free = parallel._memory_held(), parallel._memory_free()
+    if not os.path.exists("/proc/meminfo"):
+        pytest.skip("this system has no /proc")
+    assert held is not None and free is not None
+    assert 0 < held < free  # the test process is small beside a machine that can run the suite

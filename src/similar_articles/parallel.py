@@ -5,7 +5,8 @@ GIL: hashed term counts and copy sketches took ~30 of ~50 s of a 20k-article bui
 one core. Inside ``with workers():`` :func:`map_chunks` hands a large input to forked
 worker processes in chunks: their texts go down a pipe, their arrays come back (nothing
 touches the disk, and no pickle is ever read from a file). Outside that block, for small
-inputs, on one core or where fork does not exist, the work runs in this process. The
+inputs, on one core, where fork does not exist or where the machine lacks the memory to
+fork safely, the work runs in this process. The
 results are the same either way: each chunk is computed by the same function.
 """
 
@@ -18,7 +19,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
-if TYPE_CHECKING:  # imported where a block starts: a serving process never needs them (~35 ms)
+if TYPE_CHECKING:  # imported where workers are forked: a serving process never needs them (~35 ms)
     from concurrent.futures import ProcessPoolExecutor
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,59 @@ R = TypeVar("R")
 MIN_CHUNK = 256
 _CHUNKS_PER_WORKER = 4  # even finish times when texts differ in length
 
-# (pool, its worker count) of the innermost workers() block, None outside one
-_pool: contextvars.ContextVar[tuple["ProcessPoolExecutor", int] | None] = contextvars.ContextVar(
-    "similar_articles_pool", default=None)
+# A forked worker may in the worst case cost as much memory again as the build held when
+# it forked (every page either side writes is copied), plus its own working set.
+WORKER_HEADROOM = 256 * 2**20
+
+
+class _Workers:
+    """The workers of one :func:`workers` block, forked when the first large input comes."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self.pool: "ProcessPoolExecutor | None" = None
+        self.declined = False  # not enough memory to fork: the block's work runs here
+        self.froze = False
+
+    def executor(self) -> "ProcessPoolExecutor | None":
+        if self.pool is None and not self.declined:
+            held, free = _memory_held(), _memory_free()
+            if held is not None and free is not None and free < held + self.processes * WORKER_HEADROOM:
+                self.declined = True
+                log.warning(
+                    "the build holds %.1f GB and %.1f GB is free: its text work runs on one core "
+                    "rather than fork workers that could run the machine out of memory (to use every "
+                    "core, hand over fewer rows at a time, as the nightly job does)", held / 2**30, free / 2**30)
+            else:
+                self.pool = self._fork()
+        return self.pool
+
+    def _fork(self) -> "ProcessPoolExecutor":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # A forked worker shares the build's memory until a page is written, and a full
+        # garbage collection writes to every object it scans, on either side. Objects frozen
+        # before the fork (and in each worker as it starts) are never scanned: on a ~590 MB
+        # test heap a worker's collection copied 2.3 MB instead of 294. They are still freed
+        # when unreferenced; cycles among them wait for the block's end. Pages the build
+        # itself writes while workers live are still copied (a 1M-article build handed over
+        # as one list, ~18 GB, grew to 24 GB and ran out of memory): hence the check above.
+        self.froze = gc.get_freeze_count() == 0  # not if someone else froze the heap already
+        if self.froze:
+            gc.freeze()
+        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=gc.freeze)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.froze:
+            gc.unfreeze()
+
+
+# the workers of the innermost workers() block, None outside one
+_active: contextvars.ContextVar[_Workers | None] = contextvars.ContextVar("similar_articles_workers", default=None)
 
 
 def worker_count() -> int:
@@ -45,39 +96,68 @@ def worker_count() -> int:
         return os.cpu_count() or 1
 
 
+def _memory_held() -> int | None:
+    """This process's private memory in bytes (resident, not backed by a file), or None
+    where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return None
+
+
+def _memory_free() -> int | None:
+    """Bytes this process could still allocate: the kernel's MemAvailable, or less where a
+    cgroup (a container) caps memory; None where neither says."""
+    free = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    for limit_file, used_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                   "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file, encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(used_file, encoding="ascii") as f:
+                used = int(f.read())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # "max" or a huge number: no cap
+            room = max(0, int(limit) - used)
+            free = room if free is None else min(free, room)
+        break
+    return free
+
+
 @contextlib.contextmanager
 def workers(processes: int | None = None) -> Iterator[None]:
     """Let :func:`map_chunks` inside the block use ``processes`` worker processes (all
-    cores by default). Workers are forked on first use and stopped when the block ends;
-    a block inside another one reuses the outer workers."""
+    cores by default). Workers are forked when the first large input comes, if the
+    machine has the memory for them (else the work runs here, with a warning), and
+    stopped when the block ends; a block inside another one reuses the outer workers."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     processes = processes or worker_count()
-    if processes < 2 or _pool.get() is not None or "fork" not in multiprocessing.get_all_start_methods():
-        yield
-        return
     # fork, not spawn: a worker inherits the imported modules (sklearn's import alone
     # is ~4 s) and needs no importable __main__, so scripts and notebooks work as they are.
-    # A forked worker shares the build's memory until a page is written, and a full
-    # garbage collection writes to every object it scans, on either side. Objects frozen
-    # before the fork (and in each worker as it starts) are never scanned: on a ~590 MB
-    # test heap a worker's collection copied 2.3 MB instead of 294. They are still freed
-    # when unreferenced; cycles among them wait for the block's end. Pages the build
-    # itself writes while workers live are still copied: a 1M-article build handed over
-    # as one list (~18 GB) ran this 24 GB machine out of memory either way.
-    freezing = gc.get_freeze_count() == 0  # not if someone else froze the heap already
-    if freezing:
-        gc.freeze()
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=gc.freeze)
-    token = _pool.set((pool, processes))
+    if processes < 2 or _active.get() is not None or "fork" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    block = _Workers(processes)
+    token = _active.set(block)
     try:
         yield
     finally:
-        _pool.reset(token)
-        pool.shutdown(wait=True, cancel_futures=True)
-        if freezing:
-            gc.unfreeze()
+        _active.reset(token)
+        block.close()
 
 
 def map_chunks(fn: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
@@ -85,13 +165,13 @@ def map_chunks(fn: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
     workers of an enclosing :func:`workers` block when ``items`` is large enough. ``fn``
     must be a module-level function (workers receive it by name). A worker that dies
     (killed, out of memory) costs time, not results: its chunks run here instead."""
-    active, n = _pool.get(), len(items)
-    if active is None or n < 2 * MIN_CHUNK:
+    block, n = _active.get(), len(items)
+    pool = block.executor() if block is not None and n >= 2 * MIN_CHUNK else None
+    if pool is None:
         return [fn(items)]
     from concurrent.futures.process import BrokenProcessPool
 
-    pool, processes = active
-    chunks = max(2, min(processes * _CHUNKS_PER_WORKER, n // MIN_CHUNK))
+    chunks = max(2, min(block.processes * _CHUNKS_PER_WORKER, n // MIN_CHUNK))
     size = -(-n // chunks)
     parts = [items[start:start + size] for start in range(0, n, size)]
     try:
