@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime, timezone
 
@@ -14,6 +15,7 @@ from similar_articles.config import Config, EncoderConfig, IndexConfig
 from similar_articles.errors import UnknownArticleError
 
 NOW = datetime(2017, 6, 1, tzinfo=timezone.utc)
+PARENT = os.getpid()
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +104,18 @@ def test_onnx_vectors_match_torch(onnx_ready, news100, backend, floor):
     assert (onnx_encoder.model_id == torch_encoder.model_id) == (backend == "onnx")
 
 
-@pytest.mark.parametrize("encoder_module", ["orjson", "json"])
-def test_export_cli_writes_every_box(tmp_path, news100_index, news100, capsys, monkeypatch, encoder_module):
+def _assert_every_box_written(out, index, news100) -> None:
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [line["id"] for line in lines] == [row["id"] for row in news100]
+    for line in lines:
+        assert line["box"] == [r.to_dict() for r in index.recommend(line["id"], k=2, now=NOW)]
+    assert not list(out.parent.glob(f".{out.name}.tmp*"))  # the staging file is gone
+
+
+@pytest.mark.parametrize("encoder_module, processes", [("orjson", []), ("json", []), ("orjson", ["--processes", "1"])])
+def test_export_cli_writes_every_box(tmp_path, news100_index, news100, capsys, monkeypatch, encoder_module,
+                                     processes):
+    """On worker processes (the default, 12 batches here) or in this one."""
     from similar_articles.cli import main
 
     if encoder_module == "json":
@@ -112,14 +124,29 @@ def test_export_cli_writes_every_box(tmp_path, news100_index, news100, capsys, m
         pytest.importorskip("orjson")
     out = tmp_path / "boxes.jsonl"
     code = main(["export", "--index", str(news100_index.path), "--out", str(out), "-k", "2",
-                 "--now", NOW.isoformat(), "--batch-size", "9"])
+                 "--now", NOW.isoformat(), "--batch-size", "9", *processes])
     assert code == 0
     assert "wrote 100 boxes" in capsys.readouterr().err
-    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [line["id"] for line in lines] == [row["id"] for row in news100]
-    for line in lines:
-        assert line["box"] == [r.to_dict() for r in news100_index.recommend(line["id"], k=2, now=NOW)]
-    assert not list(tmp_path.glob(".boxes.jsonl.tmp*"))  # the staging file is gone
+    _assert_every_box_written(out, news100_index, news100)
+
+
+def _export_batch_dies_in_a_worker(start, stop):
+    from similar_articles import export
+
+    if os.getpid() != PARENT:
+        os._exit(1)  # as a worker killed for memory would
+    return export._job.batch(start, stop, all_cores=False)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_an_export_worker_that_dies_costs_time_not_boxes(tmp_path, news100_index, news100, monkeypatch, caplog):
+    from similar_articles import export
+
+    monkeypatch.setattr(export, "_batch_on_worker", _export_batch_dies_in_a_worker)
+    out = tmp_path / "boxes.jsonl"
+    assert export.write_boxes(news100_index, out, now=NOW, batch_size=9) == 100
+    assert "export worker died" in caplog.text
+    _assert_every_box_written(out, news100_index, news100)
 
 
 def test_export_cli_writes_parquet_rows_with_a_fixed_schema(tmp_path, news100, news100_vectors, encoder):
@@ -354,3 +381,29 @@ def test_one_planned_call_scores_as_a_block_does(options):
         one = many._scores_of_one(corpus, p, rows[p].tolist(), relevance[p].tolist(), settings, now_ts)
         assert all(type(score) is float for score in one)
         assert one == block[p].tolist(), p
+
+
+def _boxes_in_a_child(rec, ids, queue) -> None:
+    queue.put([[r.id for r in box] for box in rec.recommend_many(ids, k=2, now=datetime(2018, 6, 1, tzinfo=timezone.utc))])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_a_forked_child_of_a_loaded_index_ranks_boxes(news100_index, news100):
+    """As a gunicorn --preload worker does: FAISS ran on every core in the parent (at
+    load), and OpenMP cannot start threads in the child, which used to hang."""
+    import multiprocessing
+
+    ids = [row["id"] for row in news100]
+    expected = [[r.id for r in box] for box in news100_index.recommend_many(
+        ids, k=2, now=datetime(2018, 6, 1, tzinfo=timezone.utc), all_cores=True)]
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_boxes_in_a_child, args=(news100_index, ids, queue))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == expected
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0

@@ -258,6 +258,18 @@ def test_a_new_build_is_picked_up_without_restart(tmp_path, news100, news100_vec
     assert serving.reload() is False
 
 
+def test_a_pinned_view_keeps_serving_its_snapshot_after_a_reload(tmp_path, news100, news100_vectors, encoder):
+    """A long job (an export) reads one snapshot from start to end."""
+    Recommender.build(news100[:50], tmp_path, embeddings=news100_vectors[:50], encoder=encoder)
+    serving = Recommender.load(tmp_path, encoder=encoder, reload_interval=None)
+    pinned = serving.pinned()
+    before = pinned.recommend(news100[0]["id"], k=2)
+    Recommender.build(news100, tmp_path, embeddings=news100_vectors, encoder=encoder)
+    assert serving.reload() is True and news100[70]["id"] in serving
+    assert pinned.reload() is False and news100[70]["id"] not in pinned and len(pinned) == 50
+    assert pinned.recommend(news100[0]["id"], k=2) == before
+
+
 def test_process_wide_recommend_reads_the_environment(monkeypatch, seed_index):
     import similar_articles.recommender as module
     from similar_articles import recommend, SimilarArticlesError

@@ -285,6 +285,8 @@ def _add_export(sub) -> None:
     export.add_argument("--now", default=None,
                         help="ISO 8601 time the boxes are for (default: now); later articles are hidden")
     export.add_argument("--batch-size", type=int, default=1024, help="articles per batch (default 1024)")
+    export.add_argument("--processes", type=int, default=None,
+                        help="worker processes (default: one per core; 1: none)")
     export.set_defaults(run=_export)
 
 
@@ -297,6 +299,8 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size={args.batch_size} is invalid: give a positive number")
+    if args.processes is not None and args.processes < 1:
+        raise ConfigError(f"--processes={args.processes} is invalid: give a positive number (1: no workers)")
     try:
         now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc)
     except ValueError:
@@ -305,7 +309,8 @@ def _export(args: argparse.Namespace) -> int:
         now = now.replace(tzinfo=timezone.utc)
     rec = Recommender.load(args.index, reload_interval=None)
     started = time.perf_counter()
-    written = write_boxes(rec, args.out, fmt=args.format, k=args.k, now=now, batch_size=args.batch_size)
+    written = write_boxes(rec, args.out, fmt=args.format, k=args.k, now=now, batch_size=args.batch_size,
+                          processes=args.processes)
     elapsed = time.perf_counter() - started
     print(f"wrote {written} boxes to {args.out} in {elapsed:.1f} s "
           f"({1000 * elapsed / max(written, 1):.3f} ms per article)", file=sys.stderr)

@@ -3,26 +3,33 @@ JSONL (one line per article: {"id", "box": [...]}, dates as ISO 8601 strings) or
 Parquet (one row per box item: id, rank and the item's fields, dates as UTC
 timestamps). The file appears by atomic rename, whole or not at all.
 
-Boxes come from recommend_many a batch at a time; writing them costs a good part of
-the time (on this project's 2-core VM ~10 us an article for JSON lines by orjson,
-~30 us for Parquet rows, against ~20 us for the boxes). orjson is used when installed
-(the ``export`` extra): ~4x faster than the json module, and it reads the
-Recommendation dataclasses directly.
+Boxes come from recommend_many a batch at a time, on every core: worker processes
+forked from this one (they share its loaded index) rank and encode batches, and this
+process writes them in order. Encoding costs a good part of the time (on this
+project's 2-core VM ~10 us an article for JSON lines by orjson, ~30 us for Parquet
+rows, against ~20 us for the boxes). orjson is used when installed (the ``export``
+extra): ~4x faster than the json module, and it reads the Recommendation dataclasses
+directly. The whole file comes from one snapshot, even if the index is republished
+meanwhile (Recommender.pinned).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
+from . import parallel
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .items import Recommendation
     from .recommender import Recommender
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "parquet")
 
@@ -33,12 +40,15 @@ def format_of(path: Path) -> str:
 
 
 def write_boxes(rec: "Recommender", out: str | os.PathLike, *, fmt: str | None = None, k: int = 2,
-                now: datetime | None = None, batch_size: int = 1024, progress: bool | None = None) -> int:
+                now: datetime | None = None, batch_size: int = 1024, processes: int | None = None,
+                progress: bool | None = None) -> int:
     """Write the box of every live article of ``rec`` (in index order) to ``out``;
     returns how many boxes were written. ``fmt``: "jsonl" or "parquet" (default: from
     the file name); ``now``: the time the boxes are for (default: the clock when this
     starts); ``batch_size``: articles ranked and written together (memory ~ batch_size
-    x 5 KB); ``progress``: a progress bar (None: when stderr is a terminal)."""
+    x 5 KB a process); ``processes``: worker processes (default: one per core; 1 keeps
+    the work in this process); ``progress``: a progress bar (None: when stderr is a
+    terminal)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -47,29 +57,76 @@ def write_boxes(rec: "Recommender", out: str | os.PathLike, *, fmt: str | None =
         raise ConfigError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} is invalid: give a positive number")
-    ids = rec.ids()
-    now = now or datetime.now(timezone.utc)
+    if processes is not None and processes < 1:
+        raise ConfigError(f"processes={processes} is invalid: give a positive number (1: no workers)")
+    pinned = rec.pinned()
+    ids = pinned.ids()
     write = _ParquetRows if fmt == "parquet" else _JsonLines
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        with write(staging) as put, tqdm(total=len(ids), unit="article", desc="export",
-                                         disable=None if progress is None else not progress) as bar:
-            for start in range(0, len(ids), batch_size):
-                part = ids[start:start + batch_size]
-                put(part, rec.recommend_many(part, k, now=now))
-                bar.update(len(part))
+        with write(staging) as writer, tqdm(total=len(ids), unit="article", desc="export",
+                                            disable=None if progress is None else not progress) as bar:
+            job = _Job(pinned, ids, writer.encode, k, now or datetime.now(timezone.utc))
+            batches = [(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
+            for (start, stop), encoded in zip(batches, _encoded_batches(job, batches, processes)):
+                writer.put(encoded)
+                bar.update(stop - start)
         os.replace(staging, out)  # readers never see half a file
     finally:
         staging.unlink(missing_ok=True)
     return len(ids)
 
 
-Put = Callable[[Sequence[str], Sequence[Sequence["Recommendation"]]], None]
+class _Job:
+    """What ranking and encoding a batch needs; forked workers inherit it."""
+
+    def __init__(self, rec: "Recommender", ids: list[str], encode: Callable, k: int, now: datetime):
+        self.rec, self.ids, self.encode, self.k, self.now = rec, ids, encode, k, now
+
+    def batch(self, start: int, stop: int, *, all_cores: bool) -> Any:
+        part = self.ids[start:stop]
+        return self.encode(part, self.rec.recommend_many(part, self.k, now=self.now, all_cores=all_cores))
+
+
+_job: _Job | None = None  # a worker's job, set as it starts
+
+
+def _take_job(job: _Job) -> None:
+    global _job
+    _job = job
+
+
+def _batch_on_worker(start: int, stop: int) -> Any:
+    return _job.batch(start, stop, all_cores=False)  # the other cores run workers too
+
+
+def _encoded_batches(job: _Job, batches: list[tuple[int, int]], processes: int | None) -> Iterator[Any]:
+    """Each batch's encoded boxes, in order: from forked workers where there can be
+    some, else (or after a worker died) made here."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    done = 0
+    if processes != 1 and len(batches) > 1:
+        with parallel.forked(_take_job, (job,), processes) as pool:
+            if pool is not None:
+                try:
+                    # Held while the workers fork (at the first task), so that no thread
+                    # of this process is inside a call: a worker would inherit it locked.
+                    with job.rec._serving_lock():
+                        encoded = pool.map(_batch_on_worker, *zip(*batches))
+                    for part in encoded:
+                        yield part
+                        done += 1
+                except BrokenProcessPool as exc:
+                    log.warning("an export worker died (%s); finishing the export in this process", exc)
+    for start, stop in batches[done:]:
+        yield job.batch(start, stop, all_cores=True)
 
 
 class _JsonLines:
-    """A context manager giving put(ids, boxes), which appends their JSON lines."""
+    """A context manager for the file: encode(ids, boxes) makes their JSON lines (on
+    any process), put(lines) appends them."""
 
     def __init__(self, path: Path):
         self._path = path
@@ -87,16 +144,23 @@ class _JsonLines:
                 encode({"id": article_id, "box": [r.to_dict() for r in box]}) + "\n"
                 for article_id, box in pairs).encode("utf-8")
 
-    def __enter__(self) -> Put:
+    def encode(self, ids: Sequence[str], boxes: Sequence[Sequence["Recommendation"]]) -> bytes:
+        return self._lines(zip(ids, boxes))
+
+    def put(self, lines: bytes) -> None:
+        self._file.write(lines)
+
+    def __enter__(self) -> "_JsonLines":
         self._file = open(self._path, "wb")
-        return lambda ids, boxes: self._file.write(self._lines(zip(ids, boxes)))
+        return self
 
     def __exit__(self, *exc) -> None:
         self._file.close()
 
 
 class _ParquetRows:
-    """A context manager giving put(ids, boxes), which appends one row group."""
+    """A context manager for the file: encode(ids, boxes) makes their rows as an Arrow
+    table (on any process), put(table) appends it as a row group."""
 
     def __init__(self, path: Path):
         try:
@@ -115,20 +179,23 @@ class _ParquetRows:
             ("fallback", pa.bool_())])
         self._writer = pq.ParquetWriter(path, self._schema)
 
-    def __enter__(self) -> Put:
-        return self._put
+    def __enter__(self) -> "_ParquetRows":
+        return self
 
-    def _put(self, ids: Sequence[str], boxes: Sequence[Sequence["Recommendation"]]) -> None:
+    def put(self, table) -> None:
+        self._writer.write_table(table)
+
+    def encode(self, ids: Sequence[str], boxes: Sequence[Sequence["Recommendation"]]):
         rows = [(article_id, rank, item) for article_id, box in zip(ids, boxes)
                 for rank, item in enumerate(box, start=1)]
         items = [item for _, _, item in rows]
-        self._writer.write_table(self._pa.table({  # column by column, not a dict per row
+        return self._pa.table({  # column by column, not a dict per row
             "id": [article_id for article_id, _, _ in rows], "rank": [rank for _, rank, _ in rows],
             "item_id": [i.id for i in items], "title": [i.title for i in items], "url": [i.url for i in items],
             "published_at": [i.published_at for i in items],
             "section": [i.section for i in items], "score": [i.score for i in items],
             "similarity": [i.similarity for i in items], "reasons": [list(i.reasons) for i in items],
-            "fallback": [i.fallback for i in items]}, schema=self._schema))
+            "fallback": [i.fallback for i in items]}, schema=self._schema)
 
     def __exit__(self, *exc) -> None:
         self._writer.close()

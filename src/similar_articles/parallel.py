@@ -41,8 +41,10 @@ WORKER_HEADROOM = 256 * 2**20
 class _Workers:
     """The workers of one :func:`workers` block, forked when the first large input comes."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, initializer: Callable[..., None] | None = None,
+                 initargs: tuple = ()) -> None:
         self.processes = processes
+        self._init = (initializer, initargs)
         self.pool: "ProcessPoolExecutor | None" = None
         self.declined = False  # not enough memory to fork: the block's work runs here
         self.froze = False
@@ -75,13 +77,19 @@ class _Workers:
         if self.froze:
             gc.freeze()
         return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=gc.freeze)
+                                   initializer=_start_worker, initargs=self._init)
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
         if self.froze:
             gc.unfreeze()
+
+
+def _start_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    gc.freeze()  # what the worker inherited, before it makes anything of its own
+    if initializer is not None:
+        initializer(*initargs)  # forked: initargs are inherited as they are, not pickled
 
 
 # the workers of the innermost workers() block, None outside one
@@ -157,6 +165,27 @@ def workers(processes: int | None = None) -> Iterator[None]:
         yield
     finally:
         _active.reset(token)
+        block.close()
+
+
+@contextlib.contextmanager
+def forked(initializer: Callable[..., None], initargs: tuple = (), processes: int | None = None
+           ) -> Iterator["ProcessPoolExecutor | None"]:
+    """A pool of ``processes`` workers (all cores by default) forked from this process
+    at the first task, each running ``initializer(*initargs)`` as it starts: initargs
+    reach them as they are, shared with this process rather than pickled (a loaded
+    index, say). None where no worker can be forked (one core, no fork, too little
+    memory): the caller then does the work itself. Stopped when the block ends."""
+    import multiprocessing
+
+    processes = processes or worker_count()
+    if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield None
+        return
+    block = _Workers(processes, initializer, initargs)
+    try:
+        yield block.executor()
+    finally:
         block.close()
 
 

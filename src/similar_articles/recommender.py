@@ -433,6 +433,16 @@ class Recommender:
                                      name="similar-articles-reload").start()
         return self._served
 
+    def pinned(self) -> "Recommender":
+        """A view of the snapshot served now that never reloads: long jobs (an export)
+        see one snapshot from start to end while this recommender moves on. It shares
+        the snapshot's memory; adds and removals through either are seen by both."""
+        return Recommender(served=self._served_now(), config=self.config, encoder=self._encoder)
+
+    def _serving_lock(self) -> threading.RLock:
+        """Held by every call on the served snapshot (and by add and remove)."""
+        return self._served.lock
+
     def _reload_quietly(self) -> None:
         try:
             self.reload()
@@ -507,7 +517,8 @@ class Recommender:
         batch_size: sources ranked together; memory ~ batch_size x 5 KB.
         all_cores: read the candidates' vectors on every core (~1.4x faster per
             article on 2 cores: the reads wait on memory); False keeps the call on one
-            core, for a server that calls it from several request threads.
+            core, for a server that calls it from several request threads. A process
+            forked after loading uses one core either way (index/faiss_index.py).
         Raises UnknownArticleError for the first id not in the index.
         """
         k = _check_k(k)

@@ -23,6 +23,20 @@ from ..errors import ConfigError, IndexCorruptedError
 
 _CORES = os.cpu_count() or 1
 
+
+def _one_core_after_fork() -> None:
+    """GNU OpenMP cannot start a team of threads in a process forked after this one
+    used a team: the child waits forever on threads it does not have (a forked child
+    of a loaded recommender hung in recommend_many). A forked child (a gunicorn
+    --preload worker, an export or build worker) therefore runs FAISS on one thread."""
+    global _CORES
+    _CORES = 1
+    faiss.omp_set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_core_after_fork)
+
 BASE_KINDS = ("flat", "hnsw", "ivf")
 # FAISS scalar quantisers of the stores that are not float32 (config.INDEX_STORES)
 _QUANTISERS = {"fp16": faiss.ScalarQuantizer.QT_fp16, "sq8": faiss.ScalarQuantizer.QT_8bit}
