@@ -105,7 +105,7 @@ def test_a_build_short_of_memory_runs_here_rather_than_fork(monkeypatch, caplog)
     with parallel.workers(2):
         first, second = parallel.map_chunks(_pids, items), parallel.map_chunks(_pids, items)
     assert first == second == [[PARENT] * len(items)]
-    assert caplog.text.count("runs on one core") == 1  # said once a block, not once a call
+    assert caplog.text.count("the build's text work runs on one core") == 1  # said once a block, not once a call
 
 
 def test_memory_readings_are_there_on_linux():

@@ -383,6 +383,17 @@ def test_one_planned_call_scores_as_a_block_does(options):
         assert one == block[p].tolist(), p
 
 
+def test_an_export_short_of_memory_stays_in_this_process(tmp_path, news100_index, news100, monkeypatch, caplog):
+    from similar_articles import export, parallel
+
+    monkeypatch.setattr(parallel, "_memory_free", lambda: 256 * 2**20)
+    monkeypatch.setattr(export, "_batch_on_worker", _export_batch_dies_in_a_worker)  # no worker may run
+    out = tmp_path / "boxes.jsonl"
+    assert export.write_boxes(news100_index, out, now=NOW, batch_size=9, processes=2) == 100
+    assert "the export runs on one core" in caplog.text and "worker died" not in caplog.text
+    _assert_every_box_written(out, news100_index, news100)
+
+
 def _boxes_in_a_child(rec, ids, queue) -> None:
     queue.put([[r.id for r in box] for box in rec.recommend_many(ids, k=2, now=datetime(2018, 6, 1, tzinfo=timezone.utc))])
 

@@ -108,7 +108,8 @@ def _encoded_batches(job: _Job, batches: list[tuple[int, int]], processes: int |
 
     done = 0
     if processes != 1 and len(batches) > 1:
-        with parallel.forked(_take_job, (job,), processes) as pool:
+        with parallel.forked("the export", "free memory, or export from a smaller process", _take_job, (job,),
+                             processes) as pool:
             if pool is not None:
                 try:
                     # Held while the workers fork (at the first task), so that no thread

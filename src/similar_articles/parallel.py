@@ -39,11 +39,13 @@ WORKER_HEADROOM = 256 * 2**20
 
 
 class _Workers:
-    """The workers of one :func:`workers` block, forked when the first large input comes."""
+    """Worker processes forked when their first task comes; ``work`` (what they do) and
+    ``hint`` (how to get them) word the warning given when memory is too short."""
 
-    def __init__(self, processes: int, initializer: Callable[..., None] | None = None,
+    def __init__(self, processes: int, work: str, hint: str, initializer: Callable[..., None] | None = None,
                  initargs: tuple = ()) -> None:
         self.processes = processes
+        self._words = (work, hint)
         self._init = (initializer, initargs)
         self.pool: "ProcessPoolExecutor | None" = None
         self.declined = False  # not enough memory to fork: the block's work runs here
@@ -54,10 +56,9 @@ class _Workers:
             held, free = _memory_held(), _memory_free()
             if held is not None and free is not None and free < held + self.processes * WORKER_HEADROOM:
                 self.declined = True
-                log.warning(
-                    "the build holds %.1f GB and %.1f GB is free: its text work runs on one core "
-                    "rather than fork workers that could run the machine out of memory (to use every "
-                    "core, hand over fewer rows at a time, as the nightly job does)", held / 2**30, free / 2**30)
+                log.warning("this process holds %.1f GB and %.1f GB is free: %s runs on one core rather than "
+                            "fork workers that could run the machine out of memory (%s)",
+                            held / 2**30, free / 2**30, *self._words)
             else:
                 self.pool = self._fork()
         return self.pool
@@ -159,7 +160,8 @@ def workers(processes: int | None = None) -> Iterator[None]:
     if processes < 2 or _active.get() is not None or "fork" not in multiprocessing.get_all_start_methods():
         yield
         return
-    block = _Workers(processes)
+    block = _Workers(processes, "the build's text work",
+                     "to use every core, hand over fewer rows at a time, as the nightly job does")
     token = _active.set(block)
     try:
         yield
@@ -169,20 +171,21 @@ def workers(processes: int | None = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def forked(initializer: Callable[..., None], initargs: tuple = (), processes: int | None = None
-           ) -> Iterator["ProcessPoolExecutor | None"]:
+def forked(work: str, hint: str, initializer: Callable[..., None], initargs: tuple = (),
+           processes: int | None = None) -> Iterator["ProcessPoolExecutor | None"]:
     """A pool of ``processes`` workers (all cores by default) forked from this process
     at the first task, each running ``initializer(*initargs)`` as it starts: initargs
     reach them as they are, shared with this process rather than pickled (a loaded
     index, say). None where no worker can be forked (one core, no fork, too little
-    memory): the caller then does the work itself. Stopped when the block ends."""
+    memory, with a warning worded from ``work`` and ``hint``): the caller then does the
+    work itself. Stopped when the block ends."""
     import multiprocessing
 
     processes = processes or worker_count()
     if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
         yield None
         return
-    block = _Workers(processes, initializer, initargs)
+    block = _Workers(processes, work, hint, initializer, initargs)
     try:
         yield block.executor()
     finally:
