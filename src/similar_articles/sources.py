@@ -331,7 +331,7 @@ class SqlSource(Source):
         try:
             return sa.engine.make_url(self.url).render_as_string(hide_password=True)
         except Exception:
-            raise ConfigError(f"--sql-url is not a database URL; write it like "
+            raise ConfigError("--sql-url is not a database URL; write it like "
                               "sqlite:///archive.db or postgresql+psycopg2://user:pass@host/db") from None
 
     def _engine_now(self):
