@@ -1,4 +1,5 @@
-"""A build's per-article text work (tokenising, shingling) spread over every core.
+"""Work spread over every core in forked worker processes: a build's per-article text
+work (tokenising, shingling) and the export's batches.
 
 Outside FAISS a build spends most of its time in pure-Python text work that holds the
 GIL: hashed term counts and copy sketches took ~30 of ~50 s of a 20k-article build on
@@ -6,8 +7,9 @@ one core. Inside ``with workers():`` :func:`map_chunks` hands a large input to f
 worker processes in chunks: their texts go down a pipe, their arrays come back (nothing
 touches the disk, and no pickle is ever read from a file). Outside that block, for small
 inputs, on one core, where fork does not exist or where the machine lacks the memory to
-fork safely, the work runs in this process. The
-results are the same either way: each chunk is computed by the same function.
+fork safely, the work runs in this process. The results are the same either way: each
+chunk is computed by the same function. :func:`forked` gives a caller its own pool whose
+workers inherit what it hands them (the export's loaded index).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ R = TypeVar("R")
 MIN_CHUNK = 256
 _CHUNKS_PER_WORKER = 4  # even finish times when texts differ in length
 
-# A forked worker may in the worst case cost as much memory again as the build held when
-# it forked (every page either side writes is copied), plus its own working set.
+# A forked worker may in the worst case cost as much memory again as the process held
+# when it forked (every page either side writes is copied), plus its own working set.
 WORKER_HEADROOM = 256 * 2**20
 
 
