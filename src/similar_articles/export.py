@@ -15,8 +15,8 @@ meanwhile (Recommender.pinned).
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,8 +28,6 @@ from .errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from .items import Recommendation
     from .recommender import Recommender
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "parquet")
 
@@ -103,25 +101,19 @@ def _batch_on_worker(start: int, stop: int) -> Any:
 
 def _encoded_batches(job: _Job, batches: list[tuple[int, int]], processes: int | None) -> Iterator[Any]:
     """Each batch's encoded boxes, in order: from forked workers where there can be
-    some, else (or after a worker died) made here."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    done = 0
+    some, else made here."""
     if processes != 1 and len(batches) > 1:
         with parallel.forked("the export", "free memory, or export from a smaller process", _take_job, (job,),
                              processes) as pool:
             if pool is not None:
-                try:
-                    # Held while the workers fork (at the first task), so that no thread
-                    # of this process is inside a call: a worker would inherit it locked.
-                    with job.rec._serving_lock():
-                        encoded = pool.map(_batch_on_worker, *zip(*batches))
-                    for part in encoded:
-                        yield part
-                        done += 1
-                except BrokenProcessPool as exc:
-                    log.warning("an export worker died (%s); finishing the export in this process", exc)
-    for start, stop in batches[done:]:
+                # Held while the workers fork (at the first task), so that no thread
+                # of this process is inside a call: a worker would inherit it locked.
+                with job.rec._serving_lock():
+                    encoded = parallel.in_order(pool, _batch_on_worker, batches, who="an export worker",
+                                                here=functools.partial(job.batch, all_cores=True))
+                yield from encoded
+                return
+    for start, stop in batches:
         yield job.batch(start, stop, all_cores=True)
 
 

@@ -148,18 +148,23 @@ def _memory_free() -> int | None:
     return free
 
 
+def _can_fork(processes: int) -> bool:
+    """Whether ``processes`` forked workers make sense here. fork, not spawn: a worker
+    inherits the imported modules (sklearn's import alone is ~4 s) and needs no
+    importable __main__, so scripts and notebooks work as they are."""
+    import multiprocessing
+
+    return processes >= 2 and "fork" in multiprocessing.get_all_start_methods()
+
+
 @contextlib.contextmanager
 def workers(processes: int | None = None) -> Iterator[None]:
     """Let :func:`map_chunks` inside the block use ``processes`` worker processes (all
     cores by default). Workers are forked when the first large input comes, if the
     machine has the memory for them (else the work runs here, with a warning), and
     stopped when the block ends; a block inside another one reuses the outer workers."""
-    import multiprocessing
-
     processes = processes or worker_count()
-    # fork, not spawn: a worker inherits the imported modules (sklearn's import alone
-    # is ~4 s) and needs no importable __main__, so scripts and notebooks work as they are.
-    if processes < 2 or _active.get() is not None or "fork" not in multiprocessing.get_all_start_methods():
+    if not _can_fork(processes) or _active.get() is not None:
         yield
         return
     block = _Workers(processes, "the build's text work",
@@ -181,10 +186,8 @@ def forked(work: str, hint: str, initializer: Callable[..., None], initargs: tup
     index, say). None where no worker can be forked (one core, no fork, too little
     memory, with a warning worded from ``work`` and ``hint``): the caller then does the
     work itself. Stopped when the block ends."""
-    import multiprocessing
-
     processes = processes or worker_count()
-    if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if not _can_fork(processes):
         yield None
         return
     block = _Workers(processes, work, hint, initializer, initargs)
@@ -198,18 +201,36 @@ def map_chunks(fn: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
     """``[fn(chunk) for chunk in chunks of items]``, in order; the chunks run on the
     workers of an enclosing :func:`workers` block when ``items`` is large enough. ``fn``
     must be a module-level function (workers receive it by name). A worker that dies
-    (killed, out of memory) costs time, not results: its chunks run here instead."""
+    (killed, out of memory) costs time, not results: see :func:`in_order`."""
     block, n = _active.get(), len(items)
     pool = block.executor() if block is not None and n >= 2 * MIN_CHUNK else None
     if pool is None:
         return [fn(items)]
-    from concurrent.futures.process import BrokenProcessPool
-
     chunks = max(2, min(block.processes * _CHUNKS_PER_WORKER, n // MIN_CHUNK))
     size = -(-n // chunks)
-    parts = [items[start:start + size] for start in range(0, n, size)]
+    return list(in_order(pool, fn, [(items[start:start + size],) for start in range(0, n, size)]))
+
+
+def in_order(pool: "ProcessPoolExecutor", fn: Callable[..., R], tasks: Sequence[tuple], *,
+             here: Callable[..., R] | None = None, who: str = "a worker process") -> Iterator[R]:
+    """``fn(*task)`` of every task, in order, computed on ``pool``'s workers. Every task
+    is submitted before this returns (a fork pool forks its workers then). A worker that
+    dies (killed, out of memory) costs time, not results: the tasks not yet returned run
+    here, through ``here`` (default ``fn``), and a warning names ``who`` died."""
+    results = pool.map(fn, *zip(*tasks))
+    return _finish_here_if_broken(results, tasks, here or fn, who)
+
+
+def _finish_here_if_broken(results: Iterator[R], tasks: Sequence[tuple], here: Callable[..., R],
+                           who: str) -> Iterator[R]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    done = 0
     try:
-        return list(pool.map(fn, parts))
+        for result in results:
+            yield result
+            done += 1
     except BrokenProcessPool as exc:
-        log.warning("a worker process died (%s); finishing its work in this process", exc)
-        return [fn(part) for part in parts]
+        log.warning("%s died (%s); finishing its work in this process", who, exc)
+    for task in tasks[done:]:
+        yield here(*task)
