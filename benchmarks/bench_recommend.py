@@ -11,6 +11,10 @@ recommend_many against a loop and recommend(unseen article).
 
     .venv/bin/python benchmarks/bench_recommend.py                      # 10k, 100k
     .venv/bin/python benchmarks/bench_recommend.py --sizes 1000000 --kinds hnsw hnsw-fp16 hnsw-sq8
+
+A kind is "flat", "hnsw" or "ivf" with float vectors, "-fp16" or "-sq8" for those stores,
+or "auto": the library's default choice of kind and store for the size (its resolved
+kind is shown beside it).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ def kind_config(kind: str, args):
     from similar_articles.config import Config, IndexConfig
 
     base, _, store = kind.partition("-")
-    return Config(index=IndexConfig(kind=base, store=store or "float", hnsw_m=args.hnsw_m,
+    if base != "auto":
+        store = store or "float"
+    return Config(index=IndexConfig(kind=base, store=store or "auto", hnsw_m=args.hnsw_m,
                                     ef_search=args.ef_search, ef_construction=args.ef_construction,
                                     ivf_nprobe=args.nprobe))
 
@@ -191,9 +197,11 @@ def main() -> None:
             rec = Recommender.build(rows, path, embeddings=vectors, config=kind_config(kind, args),
                                     encoder=encoder, cache=False)
             build_s = time.perf_counter() - started
+            with_many = size == args.many_at and (kind == args.kinds[-1] or kind == "hnsw")
+            if kind == "auto":  # the table names what the default chose at this size
+                kind = f"auto ({rec.info()['index_kind']})"
             recall, list_recall = recall_at_10(rec, vectors, min(len(real), size), rng)
             del rec
-            with_many = size == args.many_at and (kind == args.kinds[-1] or kind == "hnsw")
             job = path / "bench-job.json"
             job.write_text(json.dumps({"ids": query_ids, "unseen": unseen_rows(articles) if with_many else []}))
             s = json.loads(subprocess.run(

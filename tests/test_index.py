@@ -118,6 +118,16 @@ def test_auto_kind_by_size_and_store():
     assert create_index(DIM, 5, IndexConfig()).kind == "flat"
 
 
+def test_auto_store_is_half_precision_for_large_archives():
+    config = IndexConfig(hnsw_threshold=100, fp16_threshold=1000)
+    assert config.resolve_kind(999) == "hnsw"
+    assert config.resolve_kind(1000) == "hnsw-fp16"
+    assert IndexConfig(fp16_threshold=10).resolve_kind(10) == "flat-fp16"
+    assert IndexConfig(store="float", fp16_threshold=10).resolve_kind(10**6) == "hnsw"  # asked for: kept
+    assert IndexConfig().resolve_kind(10**6) == "hnsw-fp16"  # the default at 1M
+    assert IndexConfig().resolve_kind(100_000) == "hnsw"
+
+
 def test_bad_settings_say_what_to_use():
     with pytest.raises(ConfigError, match="store"):
         IndexConfig(store="int4")

@@ -184,6 +184,21 @@ def test_auto_index_kind_switches_by_size(tmp_path, news100, news100_vectors, en
                              encoder=encoder).info()["index_kind"] == "hnsw"
 
 
+def test_a_large_archive_is_stored_in_half_precision_with_the_same_boxes(tmp_path, news100, news100_vectors,
+                                                                        encoder):
+    boxes, kinds = {}, {}
+    for name, fp16_threshold in (("small", 1000), ("large", 100)):
+        config = Config(index=IndexConfig(hnsw_threshold=50, fp16_threshold=fp16_threshold))
+        Recommender.build(news100, tmp_path / name, embeddings=news100_vectors, config=config, encoder=encoder)
+        rec = Recommender.load(tmp_path / name, encoder=encoder)
+        kinds[name] = rec.info()["index_kind"]
+        boxes[name] = [[(i.id, i.score) for i in rec.recommend(r["id"], k=2)] for r in news100]
+    assert kinds == {"small": "hnsw", "large": "hnsw-fp16"}
+    for small, large in zip(boxes["small"], boxes["large"]):
+        assert [i for i, _ in small] == [i for i, _ in large]
+        assert [s for _, s in small] == pytest.approx([s for _, s in large], abs=1e-3)
+
+
 # ------------------------------------------------------------------- bad input
 def test_duplicate_ids_are_refused_with_both_rows(tmp_path, encoder):
     rows = [{"id": "a", "body": "one"}, {"id": "b", "body": "two"}, {"id": "a", "body": "three"}]

@@ -104,7 +104,8 @@ def _add_build(sub) -> None:
     build.add_argument("--index-kind", choices=INDEX_KINDS, default="auto")
     build.add_argument("--index-store", choices=INDEX_STORES, default=IndexConfig.store,
                        help="vector precision: float (4 bytes a dimension), fp16 (half the "
-                            "memory, cosines within ~1e-4) or sq8 (a quarter, ~0.002)")
+                            "memory, cosines within ~1e-4), sq8 (a quarter, ~0.002) or auto "
+                            f"(the default: float below {IndexConfig.fp16_threshold:,} articles, fp16 from there)")
     build.add_argument("--cache", type=Path, help="embedding cache file (default: INDEX/embeddings.sqlite)")
     build.add_argument("--keep", type=int, default=3, help="snapshots kept for rollback (default 3)")
     build.add_argument("--chunk-rows", type=int, default=512, metavar="N",

@@ -66,7 +66,7 @@ class EncoderConfig:
 
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
-INDEX_STORES = ("float", "fp16", "sq8")
+INDEX_STORES = ("auto", "float", "fp16", "sq8")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,12 @@ class IndexConfig:
     store: "float" keeps 4 bytes per dimension (1.5 KB per article at 384 dims); "fp16"
         keeps 2 bytes (768 B) for a cosine error under 1e-4 (6e-5 at most on NewsArticles
         vectors: boxes unchanged); "sq8" keeps 1 byte (384 B),
-        costing about 0.002 of cosine per pair and some recall.
+        costing about 0.002 of cosine per pair and some recall. "auto" (the default)
+        is float below ``fp16_threshold`` articles and fp16 from there on.
+    fp16_threshold: where "auto" switches to half precision. Below it the memory saved
+        is small (~77 MB at 100k) and scores stay exact to float32; at 1M half precision
+        takes an article from ~2.6 to ~1.9 KB with the same boxes and call times
+        (benchmarks/README.md, bench_stores and bench_recommend).
     hnsw_m: graph links per vector; more is better recall, more memory and slower builds.
     ef_construction / ef_search: HNSW beam widths at build and query time; larger is
         better recall and slower. Measured (benchmarks/README.md) for real-article
@@ -111,7 +116,8 @@ class IndexConfig:
     hnsw_m: int = 32
     ef_construction: int = 40
     ef_search: int = 256
-    store: str = "float"
+    store: str = "auto"
+    fp16_threshold: int = 200_000
     ivf_nlist: int | None = None
     ivf_nprobe: int = 24
     candidate_lists: int = 50
@@ -120,7 +126,7 @@ class IndexConfig:
     def __post_init__(self) -> None:
         _check(self.kind in INDEX_KINDS, "kind", self.kind, f"one of {INDEX_KINDS}")
         _check(self.store in INDEX_STORES, "store", self.store, f"one of {INDEX_STORES}")
-        for name in ("hnsw_threshold", "hnsw_m", "ef_construction", "ef_search", "ivf_nprobe"):
+        for name in ("hnsw_threshold", "fp16_threshold", "hnsw_m", "ef_construction", "ef_search", "ivf_nprobe"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
         _check(isinstance(self.candidate_lists, int) and 0 <= self.candidate_lists <= 1000,
@@ -132,11 +138,14 @@ class IndexConfig:
 
     def resolve_kind(self, n_articles: int) -> str:
         """The FAISS kind for ``n_articles``: "flat", "hnsw" or "ivf", plus "-fp16" or
-        "-sq8" for those stores."""
+        "-sq8" for those stores, resolving "auto" kind and store by corpus size."""
         kind = self.kind
         if kind == "auto":
             kind = "hnsw" if n_articles >= self.hnsw_threshold else "flat"
-        return kind if self.store == "float" else f"{kind}-{self.store}"
+        store = self.store
+        if store == "auto":
+            store = "fp16" if n_articles >= self.fp16_threshold else "float"
+        return kind if store == "float" else f"{kind}-{store}"
 
 
 @dataclass(frozen=True)
