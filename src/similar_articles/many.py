@@ -190,13 +190,17 @@ def _scores_of_one(corpus, position: int, rows: list[int], relevance: list[float
     reference = published if by_article and not math.isnan(published) else now_ts
     own = int(corpus.section_codes[position]) if settings.section_bonus else ranking.NO_SECTION
     margin, half_life = settings.freshness_margin, settings.half_life_days
+    if half_life is not None:
+        # numpy's exp2 as the arrays use it, in one call: math.exp2 differs from it in
+        # the last bit for ~5% of arguments (numpy 2.4 on this machine), which shows
+        # as another score, or another box, than the same call ranked in full.
+        decays = np.exp2([-abs((reference - float(corpus.published[row])) / ranking.SECONDS_PER_DAY) / half_life
+                          for row in rows]).tolist()
+    else:
+        decays = [0.0] * len(rows)
     scores = []
-    for row, score in zip(rows, relevance):
-        if half_life is not None:
-            decay = math.exp2(-abs((reference - float(corpus.published[row])) / ranking.SECONDS_PER_DAY) / half_life)
-            score = score + margin * (0.0 if math.isnan(decay) else decay)
-        else:
-            score = score + margin * 0.0
+    for row, score, decay in zip(rows, relevance, decays):
+        score = score + margin * (0.0 if math.isnan(decay) else decay)
         if own != ranking.NO_SECTION:
             score = score + settings.section_bonus * (1.0 if corpus.section_codes[row] == own else 0.0)
         scores.append(score)
