@@ -130,12 +130,13 @@ def block_items(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts:
     ages = _where_shown(ranking.age_codes(age, undated_source), ~np.isnan(age))
     hundredths = _where_shown(np.rint(np.nan_to_num(sims) * 100.0).astype(np.int64), np.isfinite(sims))
     named = corpus.section_names + [None]  # NO_SECTION (-1) names the last: None
-    sections = [named[code] for code in corpus.section_codes[flat].tolist()]
-    source_sections = [named[code] for code in corpus.section_codes[source_of].tolist()]
+    codes = corpus.section_codes[flat]
+    sections = [named[code] for code in codes.tolist()]
+    shared = [named[code] for code in np.where(codes == corpus.section_codes[source_of], codes,
+                                               ranking.NO_SECTION).tolist()]
 
-    words, utc, isnan, fromtimestamp = ranking.reason_words, timezone.utc, math.isnan, datetime.fromtimestamp
-    reasons = [words(hundredth, section, source_section, code, None)
-               for hundredth, section, source_section, code in zip(hundredths, sections, source_sections, ages)]
+    utc, isnan, fromtimestamp = timezone.utc, math.isnan, datetime.fromtimestamp
+    reasons = list(map(ranking.shared_reason_words, hundredths, shared, ages, itertools.repeat(None)))
     dates = [None if isnan(date) else fromtimestamp(date, utc) for date in published.tolist()]
     items = list(map(new_item, corpus.ids[flat].tolist(), corpus.titles[flat].tolist(), corpus.urls[flat].tolist(),
                      dates, sections, np.round(scores, 4).tolist(), np.round(sims, 4).tolist(), reasons,
