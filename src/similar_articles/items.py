@@ -141,8 +141,12 @@ def block_items(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts:
     items = list(map(new_item, corpus.ids[flat].tolist(), corpus.titles[flat].tolist(), corpus.urls[flat].tolist(),
                      dates, sections, np.round(scores, 4).tolist(), np.round(sims, 4).tolist(), reasons,
                      itertools.repeat(False)))
+    sizes = filled.sum(axis=1).tolist()
+    if sizes and min(sizes) == max(sizes) > 0:  # the usual block: every box as long
+        step = sizes[0]
+        return [items[start:start + step] for start in range(0, len(items), step)]
     boxes, start = [], 0
-    for size in filled.sum(axis=1).tolist():
+    for size in sizes:
         boxes.append(items[start:start + size])
         start += size
     return boxes

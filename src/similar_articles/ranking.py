@@ -225,13 +225,16 @@ def age_code(delta_seconds: float, relative_to_now: bool) -> int:
     return ((count * 4 + kind) * 2 + (delta_seconds > 0)) * 2 + relative_to_now
 
 
+_AGE_EDGES = np.array([1.0, 60.0, 730.0])  # days at which age_code's kind changes
+_AGE_UNIT_DAYS = np.array([np.inf, 1.0, 30.4, 365.25])  # by kind; less than a day counts 0
+
+
 def age_codes(delta_seconds: np.ndarray, relative_to_now: np.ndarray) -> np.ndarray:
     """age_code of every element (NaN deltas give meaningless codes): np.rint rounds
-    half to even like round(), on the same float64 quotients."""
+    half to even like round(), on the same float64 quotients (days / 1.0 is days)."""
     days = np.abs(delta_seconds) / SECONDS_PER_DAY
-    kind = np.select([days < 1, days < 60, days < 730], [0, 1, 2], 3)
-    count = np.select([kind == 1, kind == 2, kind == 3], [np.rint(days), np.rint(days / 30.4),
-                                                          np.rint(days / 365.25)], 0)
+    kind = np.searchsorted(_AGE_EDGES, days, side="right")  # NaN sorts last: kind 3, count 0
+    count = np.rint(days / _AGE_UNIT_DAYS[kind])
     count = np.nan_to_num(count, nan=0.0, posinf=0.0).astype(np.int64)
     return ((count * 4 + kind) * 2 + (delta_seconds > 0)) * 2 + relative_to_now.astype(np.int64)
 
