@@ -44,9 +44,8 @@ def kind_config(kind: str, args):
     from similar_articles.config import Config, IndexConfig
 
     base, _, store = kind.partition("-")
-    if base != "auto":
-        store = store or "float"
-    return Config(index=IndexConfig(kind=base, store=store or "auto", hnsw_m=args.hnsw_m,
+    store = store or ("auto" if base == "auto" else "float")
+    return Config(index=IndexConfig(kind=base, store=store, hnsw_m=args.hnsw_m,
                                     ef_search=args.ef_search, ef_construction=args.ef_construction,
                                     ivf_nprobe=args.nprobe))
 

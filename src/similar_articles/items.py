@@ -136,17 +136,10 @@ def block_items(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts:
                                                ranking.NO_SECTION).tolist()]
 
     utc, isnan, fromtimestamp = timezone.utc, math.isnan, datetime.fromtimestamp
-    reasons = list(map(ranking.shared_reason_words, hundredths, shared, ages, itertools.repeat(None)))
+    reasons = list(map(ranking.reason_words, hundredths, shared, ages, itertools.repeat(None)))
     dates = [None if isnan(date) else fromtimestamp(date, utc) for date in published.tolist()]
     items = list(map(new_item, corpus.ids[flat].tolist(), corpus.titles[flat].tolist(), corpus.urls[flat].tolist(),
                      dates, sections, np.round(scores, 4).tolist(), np.round(sims, 4).tolist(), reasons,
                      itertools.repeat(False)))
     sizes = filled.sum(axis=1).tolist()
-    if sizes and min(sizes) == max(sizes) > 0:  # the usual block: every box as long
-        step = sizes[0]
-        return [items[start:start + step] for start in range(0, len(items), step)]
-    boxes, start = [], 0
-    for size in sizes:
-        boxes.append(items[start:start + size])
-        start += size
-    return boxes
+    return [items[end - size:end] for size, end in zip(sizes, itertools.accumulate(sizes))]

@@ -279,23 +279,18 @@ def reasons_for(*, similarity: float | None, section: str | None, source_section
     """Why an item is in the box, in words an editor reads at a glance."""
     hundredths = round(similarity * 100.0) if similarity is not None and math.isfinite(similarity) else None
     age = None if math.isnan(age_seconds) else age_code(age_seconds, age_relative_to == "now")
-    return reason_words(hundredths, section, source_section, age, fallback)
+    return reason_words(hundredths, section if section == source_section else None, age, fallback)
 
 
-def reason_words(similarity_hundredths: int | None, section: str | None, source_section: str | None,
-                 age: int | None, fallback: str | None) -> tuple[str, ...]:
-    """reasons_for from an item's similarity in hundredths and its age_code (None:
-    not shown), which a block of items computes as arrays."""
-    return shared_reason_words(similarity_hundredths, section if section == source_section else None, age, fallback)
-
-
-# Whole reason tuples repeat too (a few hundred similarities and ages, a few sections),
-# so each is made once: a cached lookup costs ~0.15 us against ~0.7 to build the tuple.
+# Whole reason tuples repeat (a few hundred similarities and ages, a few sections), so
+# each is made once: a cached lookup costs ~0.15 us against ~0.7 to build the tuple.
 # Bounded, as a server runs for weeks: 16k tuples are ~3 MB.
 @functools.lru_cache(maxsize=1 << 14)
-def shared_reason_words(similarity_hundredths: int | None, shared_section: str | None, age: int | None,
-                        fallback: str | None) -> tuple[str, ...]:
-    """reason_words given the item's section only where it is the source's (else None)."""
+def reason_words(similarity_hundredths: int | None, shared_section: str | None, age: int | None,
+                 fallback: str | None) -> tuple[str, ...]:
+    """reasons_for from an item's similarity in hundredths, its section where it is
+    the source's (else None) and its age_code (None: not shown), which a block of
+    items computes as arrays."""
     reasons = []
     if fallback:
         reasons.append(f"fallback: {fallback}")
