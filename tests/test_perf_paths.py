@@ -175,6 +175,39 @@ def test_export_cli_writes_parquet_rows_with_a_fixed_schema(tmp_path, news100, n
     assert any(row["url"] is None for row in got) and any(row["url"] for row in got)
 
 
+@pytest.mark.parametrize("when", ["planned", "ranked in full"])
+def test_parquet_rows_from_columns_are_the_rows_of_the_boxes(tmp_path, news100, news100_vectors, encoder,
+                                                             monkeypatch, when):
+    """The export's Parquet rows skip the Recommendation objects where a box is ranked
+    as arrays; they must be the rows those boxes give, field for field and in order,
+    also beside boxes ranked alone and where an item has no date, section or URL."""
+    from similar_articles import many
+    from similar_articles.export import _ParquetRows
+
+    rows = [dict(row, url=None) if i % 3 == 0 else row for i, row in enumerate(news100)]
+    rows = [dict(row, published_at=None) if i % 7 == 0 else row for i, row in enumerate(rows)]
+    rows = [dict(row, section=None) if i % 5 == 0 else row for i, row in enumerate(rows)]
+    rec = Recommender.build(rows, tmp_path / "index", embeddings=news100_vectors, encoder=encoder)
+    ranked_as_arrays = many.boxes
+
+    def every_third_alone(*args, **kwargs):  # as a box short of k or a filtered call would be
+        ranked = ranked_as_arrays(*args, **kwargs)
+        ranked.finished[::3] = False
+        return ranked
+
+    monkeypatch.setattr(many, "boxes", every_third_alone)
+    now = datetime.now(timezone.utc) if when == "planned" else NOW
+    ids = rec.ids()
+    writer = _ParquetRows(tmp_path / "unused.parquet")
+    from_columns = writer.encode_boxes_of(rec, ids, 2, now, True)
+    from_boxes = writer.encode(ids, rec.recommend_many(ids, k=2, now=now))
+    assert from_columns.schema == from_boxes.schema
+    got = from_columns.to_pylist()
+    assert got == from_boxes.to_pylist() and len(got) == 200
+    assert any(row["url"] is None for row in got) and any(row["published_at"] is None for row in got)
+    assert any(row["section"] is None for row in got) and any(row["section"] for row in got)
+
+
 def _boxes_match(a, b) -> None:
     """The same items in the same order; scores may differ in the last rounded digit
     (a list's cosines come from numpy, a search's from FAISS: float32 either way)."""

@@ -15,7 +15,7 @@ import itertools
 import math
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -110,19 +110,34 @@ def _where_shown(values: np.ndarray, shown: np.ndarray) -> list:
     return out
 
 
-def block_items(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts: float
-                ) -> list[list[Recommendation]]:
-    """The Recommendations of every finished box of a block, in block order, as
-    ``item`` makes them one by one: each column is read once for the whole block,
-    what numpy can compute (rounding, ages, similarity hundredths) is computed as
-    arrays, and sections are named from their codes (a string column's gather costs
-    ~0.3 us an item)."""
-    finished = ranked.finished
+class BlockColumns(NamedTuple):
+    """The items of a block's finished boxes as columns, item by item in block order:
+    what both the Recommendations (block_items) and the Parquet export's rows
+    (export.py) are made from. ``rows``: the item's box in the block; ``ranks``:
+    from 1; ``sizes``: items in each finished box."""
+
+    rows: np.ndarray
+    ranks: np.ndarray
+    positions: np.ndarray
+    published: np.ndarray
+    section_codes: np.ndarray
+    scores: np.ndarray
+    similarities: np.ndarray
+    reasons: list[tuple[str, ...]]
+    sizes: list[int]
+
+
+def block_columns(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts: float) -> BlockColumns:
+    """The items of every finished box of a block, as ``item`` makes them one by one,
+    computed as arrays where numpy can (rounding, ages, similarity hundredths) and
+    with each reason tuple looked up whole."""
+    finished = np.flatnonzero(ranked.finished)
     at = ranked.positions[finished]
     filled = at >= 0
-    flat = at[filled]
-    source_of = np.broadcast_to(sources[finished][:, None], at.shape)[filled]
-    scores, sims = ranked.scores[finished][filled], ranked.similarities[finished][filled]
+    rows, slots = np.nonzero(filled)  # row-major: block order, then rank
+    flat = at[rows, slots]
+    source_of = sources[finished][rows]
+    scores, sims = ranked.scores[finished][rows, slots], ranked.similarities[finished][rows, slots]
 
     published, source_published = corpus.published[flat], corpus.published[source_of]
     undated_source = np.isnan(source_published)
@@ -131,15 +146,26 @@ def block_items(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts:
     hundredths = _where_shown(np.rint(np.nan_to_num(sims) * 100.0).astype(np.int64), np.isfinite(sims))
     named = corpus.section_names + [None]  # NO_SECTION (-1) names the last: None
     codes = corpus.section_codes[flat]
-    sections = [named[code] for code in codes.tolist()]
     shared = [named[code] for code in np.where(codes == corpus.section_codes[source_of], codes,
                                                ranking.NO_SECTION).tolist()]
-
-    utc, isnan, fromtimestamp = timezone.utc, math.isnan, datetime.fromtimestamp
     reasons = list(map(ranking.reason_words, hundredths, shared, ages, itertools.repeat(None)))
-    dates = [None if isnan(date) else fromtimestamp(date, utc) for date in published.tolist()]
+    return BlockColumns(finished[rows], slots + 1, flat, published, codes, np.round(scores, 4), np.round(sims, 4),
+                        reasons, filled.sum(axis=1).tolist())
+
+
+def block_items(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts: float
+                ) -> list[list[Recommendation]]:
+    """The Recommendations of every finished box of a block, in block order, as
+    ``item`` makes them one by one (from block_columns; a string column is read once
+    for the whole block)."""
+    columns = block_columns(corpus, sources, ranked, now_ts)
+    flat = columns.positions
+    named = corpus.section_names + [None]
+    sections = [named[code] for code in columns.section_codes.tolist()]
+    utc, isnan, fromtimestamp = timezone.utc, math.isnan, datetime.fromtimestamp
+    dates = [None if isnan(date) else fromtimestamp(date, utc) for date in columns.published.tolist()]
     items = list(map(new_item, corpus.ids[flat].tolist(), corpus.titles[flat].tolist(), corpus.urls[flat].tolist(),
-                     dates, sections, np.round(scores, 4).tolist(), np.round(sims, 4).tolist(), reasons,
+                     dates, sections, columns.scores.tolist(), columns.similarities.tolist(), columns.reasons,
                      itertools.repeat(False)))
-    sizes = filled.sum(axis=1).tolist()
+    sizes = columns.sizes
     return [items[end - size:end] for size, end in zip(sizes, itertools.accumulate(sizes))]

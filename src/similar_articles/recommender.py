@@ -10,7 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ PLAN_DAYS = 7  # how long after its build an index's planned boxes hold (a misse
 # memory-mapped, so they cost resident memory only as far as such calls touch them.
 _MAPPED_ARRAYS = ("lexical_ids", "lexical_weights")
 ArticleLike = Article | Mapping[str, Any]
+T = TypeVar("T")
 
 
 try:  # numpy >= 2: compact variable-width strings; older numpy: object arrays (as lists)
@@ -521,6 +522,23 @@ class Recommender:
             forked after loading uses one core either way (index/faiss_index.py).
         Raises UnknownArticleError for the first id not in the index.
         """
+        def boxes_of(corpus, block, ranked, now_ts, alone):
+            made = iter(items.block_items(corpus, block, ranked, now_ts))
+            return [alone[row] if row in alone else next(made) for row in range(len(block))]
+
+        return [box for block in self._ranked_blocks(ids, k, boxes_of, now=now, exclude_ids=exclude_ids,
+                                                    sections=sections, batch_size=batch_size,
+                                                    all_cores=all_cores, **overrides)
+                for box in block]
+
+    def _ranked_blocks(self, ids: Iterable[str], k: int, make: Callable[..., T], *, now: datetime | None = None,
+                      exclude_ids: Iterable[str] = (), sections: Iterable[str] | None = None,
+                      batch_size: int = 256, all_cores: bool = True, **overrides: Any) -> list[T]:
+        """recommend_many's work up to the items: ``make(corpus, block, ranked,
+        now_ts, alone)`` turns each block of ``batch_size`` sources (their positions),
+        its many.Boxes and the boxes of its rows ranked alone (a dict of row ->
+        Recommendations) into what is returned for it, one per block. For callers that
+        want columns rather than Recommendation objects (the Parquet export)."""
         k = _check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
         served = self._served_now()
@@ -536,28 +554,24 @@ class Recommender:
         lists = served.candidate_lists
         listed = lists is not None and fetch <= lists.shape[1]
         planned = settings is self.config.ranking and not exclude_ids and sections is None
-        boxes: list[list[Recommendation]] = []
+        made: list[T] = []
         with served.lock:
             now_ts = now.timestamp()
             for start in range(0, len(ids), batch_size):
                 block = positions[start:start + batch_size]
                 ranked = many.boxes(served, block, k, settings, now_ts=now_ts, excluded=excluded, allowed=allowed,
                                     planned=planned, all_cores=all_cores)
-                made = iter(items.block_items(corpus, block, ranked, now_ts))
                 # The rest go alone; those without a list share one search.
                 alone = np.flatnonzero(~ranked.finished).tolist()
                 searched = [row for row in alone if not listed or block[row] >= len(lists)]
                 found = dict(zip(searched, zip(*served.index.search_many(
                     served.index.vectors(block[searched]), fetch)))) if searched else {}
-                for row, finished in enumerate(ranked.finished.tolist()):
-                    if finished:
-                        boxes.append(next(made))
-                        continue
-                    pos = int(block[row])
-                    boxes.append(self._box(served, served.index.vectors(np.array([pos]))[0],
-                                           _indexed_source(corpus, ids[start + row], pos), k, settings, now,
-                                           exclude_ids, sections, prefetched=found.get(row)))
-        return boxes
+                alone_boxes = {row: self._box(served, served.index.vectors(block[row:row + 1])[0],
+                                              _indexed_source(corpus, ids[start + row], int(block[row])), k,
+                                              settings, now, exclude_ids, sections, prefetched=found.get(row))
+                               for row in alone}
+                made.append(make(corpus, block, ranked, now_ts, alone_boxes))
+        return made
 
     def _unseen_query(self, served: "_Served", article: ArticleLike) -> tuple[np.ndarray, dict]:
         """An unseen article's vector (encoded, or remembered by content hash) and source."""
