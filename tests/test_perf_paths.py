@@ -199,7 +199,7 @@ def test_parquet_rows_from_columns_are_the_rows_of_the_boxes(tmp_path, news100, 
     now = datetime.now(timezone.utc) if when == "planned" else NOW
     ids = rec.ids()
     writer = _ParquetRows(tmp_path / "unused.parquet")
-    from_columns = writer.encode_boxes_of(rec, ids, 2, now, True)
+    from_columns = writer.encode_boxes_of(rec, rec._live_positions(), 2, now, True)
     from_boxes = writer.encode(ids, rec.recommend_many(ids, k=2, now=now))
     assert from_columns.schema == from_boxes.schema
     got = from_columns.to_pylist()

@@ -68,33 +68,36 @@ def write_boxes(rec: "Recommender", out: str | os.PathLike, *, fmt: str | None =
     if processes is not None and processes < 1:
         raise ConfigError(f"processes={processes} is invalid: give a positive number (1: no workers)")
     pinned = rec.pinned()
-    ids = pinned.ids()
+    positions = pinned._live_positions()  # ranked by position: no id lookups
     write = _ParquetRows if fmt == "parquet" else _JsonLines
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        with write(staging) as writer, tqdm(total=len(ids), unit="article", desc="export",
+        with write(staging) as writer, tqdm(total=len(positions), unit="article", desc="export",
                                             disable=None if progress is None else not progress) as bar:
-            job = _Job(pinned, ids, writer.encode_boxes_of, k, now or datetime.now(timezone.utc))
-            batches = [(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
+            job = _Job(pinned, positions, writer.encode_boxes_of, k, now or datetime.now(timezone.utc))
+            batches = [(start, min(start + batch_size, len(positions)))
+                       for start in range(0, len(positions), batch_size)]
             for (start, stop), encoded in zip(batches, _encoded_batches(job, batches, processes)):
                 writer.put(encoded)
                 bar.update(stop - start)
         os.replace(staging, out)  # readers never see half a file
     finally:
         staging.unlink(missing_ok=True)
-    return len(ids)
+    return len(positions)
 
 
 class _Job:
     """What ranking and encoding a batch needs; forked workers inherit it.
-    ``encode_boxes_of(rec, ids, k, now, all_cores)``: the encoded boxes of ``ids``."""
+    ``encode_boxes_of(rec, positions, k, now, all_cores)``: the encoded boxes of the
+    articles at ``positions``."""
 
-    def __init__(self, rec: "Recommender", ids: list[str], encode_boxes_of: Callable, k: int, now: datetime):
-        self.rec, self.ids, self.encode_boxes_of, self.k, self.now = rec, ids, encode_boxes_of, k, now
+    def __init__(self, rec: "Recommender", positions: np.ndarray, encode_boxes_of: Callable, k: int,
+                 now: datetime):
+        self.rec, self.positions, self.encode_boxes_of, self.k, self.now = rec, positions, encode_boxes_of, k, now
 
     def batch(self, start: int, stop: int, *, all_cores: bool) -> Any:
-        return self.encode_boxes_of(self.rec, self.ids[start:stop], self.k, self.now, all_cores)
+        return self.encode_boxes_of(self.rec, self.positions[start:stop], self.k, self.now, all_cores)
 
 
 _job: _Job | None = None  # a worker's job, set as it starts
@@ -150,8 +153,12 @@ class _JsonLines:
     def encode(self, ids: Sequence[str], boxes: Sequence[Sequence["Recommendation"]]) -> bytes:
         return self._lines(zip(ids, boxes))
 
-    def encode_boxes_of(self, rec: "Recommender", ids: list[str], k: int, now: datetime, all_cores: bool) -> bytes:
-        return self.encode(ids, rec.recommend_many(ids, k, now=now, all_cores=all_cores))
+    def encode_boxes_of(self, rec: "Recommender", positions: np.ndarray, k: int, now: datetime,
+                        all_cores: bool) -> bytes:
+        from .recommender import boxes_in_order
+
+        blocks = rec._ranked_blocks(positions, k, boxes_in_order, now=now, all_cores=all_cores)
+        return self.encode(rec._served.corpus.ids[positions].tolist(), [box for block in blocks for box in block])
 
     def put(self, lines: bytes) -> None:
         self._file.write(lines)
@@ -204,11 +211,13 @@ class _ParquetRows:
             "similarity": [i.similarity for i in made], "reasons": [list(i.reasons) for i in made],
             "fallback": [i.fallback for i in made]}, schema=self._schema)
 
-    def encode_boxes_of(self, rec: "Recommender", ids: list[str], k: int, now: datetime, all_cores: bool):
-        """The rows of the boxes of ``ids``, the same as encode(ids, recommend_many(ids)):
-        the boxes ranked as arrays go from their columns to Arrow's without becoming
-        Recommendation objects (about half an export's time)."""
-        return self._pa.concat_tables(rec._ranked_blocks(ids, k, self._block_table, now=now, all_cores=all_cores))
+    def encode_boxes_of(self, rec: "Recommender", positions: np.ndarray, k: int, now: datetime, all_cores: bool):
+        """The rows of the boxes of the articles at ``positions``, the same as
+        encode(their ids, recommend_many(their ids)): boxes ranked as arrays go from
+        their columns to Arrow's without becoming Recommendation objects (about half
+        an export's time on one core)."""
+        return self._pa.concat_tables(rec._ranked_blocks(positions, k, self._block_table, now=now,
+                                                         all_cores=all_cores))
 
     def _strings(self, column: np.ndarray):
         """A text column in Arrow: straight from numpy's StringDType where pyarrow

@@ -464,11 +464,14 @@ class Recommender:
 
     def ids(self) -> list[str]:
         """The ids of the live articles, in index order (an export walks these)."""
+        return self._served.corpus.ids[self._live_positions()].tolist()
+
+    def _live_positions(self) -> np.ndarray:
+        """The positions of the live articles, in index order."""
         corpus = self._served.corpus
-        ids = corpus.ids.tolist()
         # A replaced article's older row is dead, or its id now points at a newer row.
-        current = corpus.alive & (corpus.positions.get_many(ids) == np.arange(len(ids)))
-        return [ids[pos] for pos in np.flatnonzero(current).tolist()]
+        current = corpus.alive & (corpus.positions.get_many(corpus.ids.tolist()) == np.arange(len(corpus.ids)))
+        return np.flatnonzero(current)
 
     def __contains__(self, article_id: object) -> bool:
         corpus = self._served.corpus
@@ -522,23 +525,22 @@ class Recommender:
             forked after loading uses one core either way (index/faiss_index.py).
         Raises UnknownArticleError for the first id not in the index.
         """
-        def boxes_of(corpus, block, ranked, now_ts, alone):
-            made = iter(items.block_items(corpus, block, ranked, now_ts))
-            return [alone[row] if row in alone else next(made) for row in range(len(block))]
-
-        return [box for block in self._ranked_blocks(ids, k, boxes_of, now=now, exclude_ids=exclude_ids,
+        return [box for block in self._ranked_blocks(ids, k, boxes_in_order, now=now, exclude_ids=exclude_ids,
                                                     sections=sections, batch_size=batch_size,
                                                     all_cores=all_cores, **overrides)
                 for box in block]
 
-    def _ranked_blocks(self, ids: Iterable[str], k: int, make: Callable[..., T], *, now: datetime | None = None,
-                      exclude_ids: Iterable[str] = (), sections: Iterable[str] | None = None,
-                      batch_size: int = 256, all_cores: bool = True, **overrides: Any) -> list[T]:
+    def _ranked_blocks(self, sources: Iterable[str] | np.ndarray, k: int, make: Callable[..., T], *,
+                       now: datetime | None = None, exclude_ids: Iterable[str] = (),
+                       sections: Iterable[str] | None = None, batch_size: int = 256, all_cores: bool = True,
+                       **overrides: Any) -> list[T]:
         """recommend_many's work up to the items: ``make(corpus, block, ranked,
         now_ts, alone)`` turns each block of ``batch_size`` sources (their positions),
         its many.Boxes and the boxes of its rows ranked alone (a dict of row ->
-        Recommendations) into what is returned for it, one per block. For callers that
-        want columns rather than Recommendation objects (the Parquet export)."""
+        Recommendations) into what is returned for it, one per block; boxes_in_order
+        makes recommend_many's, the Parquet export makes columns. ``sources``: ids, or
+        an integer array of live positions (the export's, from _live_positions: no
+        id lookups)."""
         k = _check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
         served = self._served_now()
@@ -546,8 +548,10 @@ class Recommender:
         now = now or datetime.now(timezone.utc)
         exclude_ids = tuple(exclude_ids)
         sections = None if sections is None else tuple(sections)
-        ids = list(ids)
-        positions = _positions_of(corpus, ids)
+        if isinstance(sources, np.ndarray) and sources.dtype.kind in "iu":
+            positions = sources.astype(np.int64, copy=False)
+        else:
+            positions = _positions_of(corpus, list(sources))
         excluded = np.array([corpus.positions[i] for i in exclude_ids if i in corpus.positions], dtype=np.int64)
         allowed = _section_codes(corpus, sections)
         fetch = max(settings.candidates, 4 * k)
@@ -557,7 +561,7 @@ class Recommender:
         made: list[T] = []
         with served.lock:
             now_ts = now.timestamp()
-            for start in range(0, len(ids), batch_size):
+            for start in range(0, len(positions), batch_size):
                 block = positions[start:start + batch_size]
                 ranked = many.boxes(served, block, k, settings, now_ts=now_ts, excluded=excluded, allowed=allowed,
                                     planned=planned, all_cores=all_cores)
@@ -567,7 +571,7 @@ class Recommender:
                 found = dict(zip(searched, zip(*served.index.search_many(
                     served.index.vectors(block[searched]), fetch)))) if searched else {}
                 alone_boxes = {row: self._box(served, served.index.vectors(block[row:row + 1])[0],
-                                              _indexed_source(corpus, ids[start + row], int(block[row])), k,
+                                              _indexed_source(corpus, corpus.ids[block[row]], int(block[row])), k,
                                               settings, now, exclude_ids, sections, prefetched=found.get(row))
                                for row in alone}
                 made.append(make(corpus, block, ranked, now_ts, alone_boxes))
@@ -1087,6 +1091,14 @@ def _position_of(corpus: "_Corpus", article_id: str) -> int:
             f"article id {article_id!r} is not in the index; pass the article itself "
             "(a dict with title and body) to get a box for an unseen article")
     return pos
+
+
+def boxes_in_order(corpus: "_Corpus", block: np.ndarray, ranked: "many.Boxes", now_ts: float,
+                   alone: dict[int, list[Recommendation]]) -> list[list[Recommendation]]:
+    """A block's boxes in block order: those ranked as arrays, made by
+    items.block_items, and those ranked ``alone``."""
+    made = iter(items.block_items(corpus, block, ranked, now_ts))
+    return [alone[row] if row in alone else next(made) for row in range(len(block))]
 
 
 def _positions_of(corpus: "_Corpus", ids: list[str]) -> np.ndarray:
