@@ -46,6 +46,35 @@ def test_recommend_many_passes_filters_and_overrides(news100_index, news100):
         assert not {r.id for r in box} & set(ids[:5])
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_recommend_many_leaves_the_garbage_collector_as_it_found_it(news100_index, news100, enabled, monkeypatch):
+    """A large call pauses the cyclic collector while it builds its boxes, and only then."""
+    import gc
+
+    from similar_articles import recommender
+
+    ids = [row["id"] for row in news100]
+    seen = []
+    boxes_in_order = recommender.boxes_in_order
+
+    def noting_the_collector(*args):
+        seen.append(gc.isenabled())
+        return boxes_in_order(*args)
+
+    monkeypatch.setattr(recommender, "boxes_in_order", noting_the_collector)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        many = news100_index.recommend_many(ids, k=2, now=NOW, batch_size=16)
+        assert gc.isenabled() is enabled and seen and not any(seen)
+        seen.clear()
+        news100_index.recommend_many(ids[:16], k=2, now=NOW, batch_size=16)  # one block: left alone
+        assert seen == [enabled]
+    finally:
+        gc.enable()
+    assert [[r.to_dict() for r in box] for box in many] == \
+        [[r.to_dict() for r in box] for box in news100_index.recommend_many(ids, k=2, now=NOW)]
+
+
 def test_recommend_many_refuses_unknown_ids(news100_index):
     with pytest.raises(UnknownArticleError, match="not-there"):
         news100_index.recommend_many(["not-there"], k=2)
