@@ -48,7 +48,8 @@ def test_recommend_many_passes_filters_and_overrides(news100_index, news100):
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_recommend_many_leaves_the_garbage_collector_as_it_found_it(news100_index, news100, enabled, monkeypatch):
-    """A large call pauses the cyclic collector while it builds its boxes, and only then."""
+    """A large call pauses the cyclic collector while it builds its boxes, a small one
+    leaves it alone, and either leaves it as it was."""
     import gc
 
     from similar_articles import recommender
@@ -62,13 +63,14 @@ def test_recommend_many_leaves_the_garbage_collector_as_it_found_it(news100_inde
         return boxes_in_order(*args)
 
     monkeypatch.setattr(recommender, "boxes_in_order", noting_the_collector)
+    monkeypatch.setattr(recommender, "PAUSE_COLLECTOR_AT", 50)  # a large call, for News100
     (gc.enable if enabled else gc.disable)()
     try:
         many = news100_index.recommend_many(ids, k=2, now=NOW, batch_size=16)
-        assert gc.isenabled() is enabled and seen and not any(seen)
+        assert gc.isenabled() is enabled and len(seen) == 7 and not any(seen)
         seen.clear()
-        news100_index.recommend_many(ids[:16], k=2, now=NOW, batch_size=16)  # one block: left alone
-        assert seen == [enabled]
+        news100_index.recommend_many(ids[:49], k=2, now=NOW, batch_size=16)  # a small call: left alone
+        assert seen == [enabled] * 4
     finally:
         gc.enable()
     assert [[r.to_dict() for r in box] for box in many] == \
