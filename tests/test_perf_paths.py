@@ -52,17 +52,17 @@ def test_recommend_many_leaves_the_garbage_collector_as_it_found_it(news100_inde
     leaves it alone, and either leaves it as it was."""
     import gc
 
-    from similar_articles import recommender
+    from similar_articles import items, recommender
 
     ids = [row["id"] for row in news100]
     seen = []
-    boxes_in_order = recommender.boxes_in_order
+    boxes_in_order = items.boxes_in_order
 
     def noting_the_collector(*args):
         seen.append(gc.isenabled())
         return boxes_in_order(*args)
 
-    monkeypatch.setattr(recommender, "boxes_in_order", noting_the_collector)
+    monkeypatch.setattr(items, "boxes_in_order", noting_the_collector)
     monkeypatch.setattr(recommender, "PAUSE_COLLECTOR_AT", 50)  # a large call, for News100
     (gc.enable if enabled else gc.disable)()
     try:

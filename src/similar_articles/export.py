@@ -38,8 +38,9 @@ FORMATS = ("jsonl", "parquet")
 def _microseconds(seconds: np.ndarray) -> np.ndarray:
     """Epoch seconds as whole microseconds, as datetime.fromtimestamp rounds them (the
     fraction to the nearest microsecond, half to even); NaN gives 0."""
-    whole = np.trunc(np.nan_to_num(seconds))
-    return whole.astype(np.int64) * 1_000_000 + np.rint((np.nan_to_num(seconds) - whole) * 1e6).astype(np.int64)
+    seconds = np.nan_to_num(seconds)
+    whole = np.trunc(seconds)
+    return whole.astype(np.int64) * 1_000_000 + np.rint((seconds - whole) * 1e6).astype(np.int64)
 
 
 def format_of(path: Path) -> str:
@@ -155,9 +156,7 @@ class _JsonLines:
 
     def encode_boxes_of(self, rec: "Recommender", positions: np.ndarray, k: int, now: datetime,
                         all_cores: bool) -> bytes:
-        from .recommender import boxes_in_order
-
-        blocks = rec._ranked_blocks(positions, k, boxes_in_order, now=now, all_cores=all_cores)
+        blocks = rec._ranked_blocks(positions, k, items.boxes_in_order, now=now, all_cores=all_cores)
         return self.encode(rec._served.corpus.ids[positions].tolist(), [box for block in blocks for box in block])
 
     def put(self, lines: bytes) -> None:
@@ -232,8 +231,6 @@ class _ParquetRows:
         pa = self._pa
         columns = items.block_columns(corpus, block, ranked, now_ts)
         flat, published = columns.positions, columns.published
-        names = pa.array(corpus.section_names + [None], pa.string())
-        sections = names.take(np.where(columns.section_codes < 0, len(names) - 1, columns.section_codes))
         reason_codes: dict[tuple[str, ...], int] = {}  # a block repeats few distinct tuples
         codes = [reason_codes.setdefault(reasons, len(reason_codes)) for reasons in columns.reasons]
         reasons = pa.array(list(reason_codes), pa.list_(pa.string())).take(np.array(codes, dtype=np.int64))
@@ -243,7 +240,7 @@ class _ParquetRows:
             "url": self._strings(corpus.urls[flat]),
             "published_at": pa.array(_microseconds(published), pa.timestamp("us", tz="UTC"),
                                      mask=np.isnan(published)),
-            "section": sections, "score": columns.scores, "similarity": columns.similarities,
+            "section": pa.array(columns.sections, pa.string()), "score": columns.scores, "similarity": columns.similarities,
             "reasons": reasons, "fallback": np.zeros(len(flat), dtype=bool)}, schema=self._schema)
         if not alone:
             return table

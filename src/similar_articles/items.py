@@ -114,13 +114,14 @@ class BlockColumns(NamedTuple):
     """The items of a block's finished boxes as columns, item by item in block order:
     what both the Recommendations (block_items) and the Parquet export's rows
     (export.py) are made from. ``rows``: the item's box in the block; ``ranks``:
-    from 1; ``sizes``: items in each finished box."""
+    from 1; ``sections``: names (None for none); ``sizes``: items in each finished
+    box."""
 
     rows: np.ndarray
     ranks: np.ndarray
     positions: np.ndarray
     published: np.ndarray
-    section_codes: np.ndarray
+    sections: list[str | None]
     scores: np.ndarray
     similarities: np.ndarray
     reasons: list[tuple[str, ...]]
@@ -146,11 +147,12 @@ def block_columns(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_t
     hundredths = _where_shown(np.rint(np.nan_to_num(sims) * 100.0).astype(np.int64), np.isfinite(sims))
     named = corpus.section_names + [None]  # NO_SECTION (-1) names the last: None
     codes = corpus.section_codes[flat]
+    sections = [named[code] for code in codes.tolist()]
     shared = [named[code] for code in np.where(codes == corpus.section_codes[source_of], codes,
                                                ranking.NO_SECTION).tolist()]
     reasons = list(map(ranking.reason_words, hundredths, shared, ages, itertools.repeat(None)))
-    return BlockColumns(finished[rows], slots + 1, flat, published, codes, np.round(scores, 4), np.round(sims, 4),
-                        reasons, filled.sum(axis=1).tolist())
+    return BlockColumns(finished[rows], slots + 1, flat, published, sections, np.round(scores, 4),
+                        np.round(sims, 4), reasons, filled.sum(axis=1).tolist())
 
 
 def block_items(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts: float
@@ -160,12 +162,18 @@ def block_items(corpus: "_Corpus", sources: np.ndarray, ranked: "Boxes", now_ts:
     for the whole block)."""
     columns = block_columns(corpus, sources, ranked, now_ts)
     flat = columns.positions
-    named = corpus.section_names + [None]
-    sections = [named[code] for code in columns.section_codes.tolist()]
     utc, isnan, fromtimestamp = timezone.utc, math.isnan, datetime.fromtimestamp
     dates = [None if isnan(date) else fromtimestamp(date, utc) for date in columns.published.tolist()]
     items = list(map(new_item, corpus.ids[flat].tolist(), corpus.titles[flat].tolist(), corpus.urls[flat].tolist(),
-                     dates, sections, columns.scores.tolist(), columns.similarities.tolist(), columns.reasons,
+                     dates, columns.sections, columns.scores.tolist(), columns.similarities.tolist(), columns.reasons,
                      itertools.repeat(False)))
     sizes = columns.sizes
     return [items[end - size:end] for size, end in zip(sizes, itertools.accumulate(sizes))]
+
+
+def boxes_in_order(corpus: "_Corpus", block: np.ndarray, ranked: "Boxes", now_ts: float,
+                   alone: dict[int, list[Recommendation]]) -> list[list[Recommendation]]:
+    """A block's boxes in block order: those ranked as arrays (block_items) and those
+    ranked ``alone``, by row (Recommender._ranked_blocks' ``make`` for recommend_many)."""
+    made = iter(block_items(corpus, block, ranked, now_ts))
+    return [alone[row] if row in alone else next(made) for row in range(len(block))]

@@ -536,22 +536,22 @@ class Recommender:
         """
         ids = list(ids)
         with _collector_paused(len(ids) >= PAUSE_COLLECTOR_AT):
-            return [box for block in self._ranked_blocks(ids, k, boxes_in_order, now=now, exclude_ids=exclude_ids,
-                                                        sections=sections, batch_size=batch_size,
-                                                        all_cores=all_cores, **overrides)
+            return [box for block in self._ranked_blocks(ids, k, items.boxes_in_order, now=now,
+                                                        exclude_ids=exclude_ids, sections=sections,
+                                                        batch_size=batch_size, all_cores=all_cores, **overrides)
                     for box in block]
 
-    def _ranked_blocks(self, sources: Iterable[str] | np.ndarray, k: int, make: Callable[..., T], *,
+    def _ranked_blocks(self, sources: Sequence[str] | np.ndarray, k: int, make: Callable[..., T], *,
                        now: datetime | None = None, exclude_ids: Iterable[str] = (),
                        sections: Iterable[str] | None = None, batch_size: int = 256, all_cores: bool = True,
                        **overrides: Any) -> list[T]:
         """recommend_many's work up to the items: ``make(corpus, block, ranked,
         now_ts, alone)`` turns each block of ``batch_size`` sources (their positions),
         its many.Boxes and the boxes of its rows ranked alone (a dict of row ->
-        Recommendations) into what is returned for it, one per block; boxes_in_order
-        makes recommend_many's, the Parquet export makes columns. ``sources``: ids, or
-        an integer array of live positions (the export's, from _live_positions: no
-        id lookups)."""
+        Recommendations) into what is returned for it, one per block;
+        items.boxes_in_order makes recommend_many's, the Parquet export makes
+        columns. ``sources``: ids, or an integer array of live positions (the
+        export's, from _live_positions: no id lookups)."""
         k = _check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
         served = self._served_now()
@@ -562,7 +562,7 @@ class Recommender:
         if isinstance(sources, np.ndarray) and sources.dtype.kind in "iu":
             positions = sources.astype(np.int64, copy=False)
         else:
-            positions = _positions_of(corpus, list(sources))
+            positions = _positions_of(corpus, sources)
         excluded = np.array([corpus.positions[i] for i in exclude_ids if i in corpus.positions], dtype=np.int64)
         allowed = _section_codes(corpus, sections)
         fetch = max(settings.candidates, 4 * k)
@@ -1120,14 +1120,6 @@ def _collector_paused(pause: bool) -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def boxes_in_order(corpus: "_Corpus", block: np.ndarray, ranked: "many.Boxes", now_ts: float,
-                   alone: dict[int, list[Recommendation]]) -> list[list[Recommendation]]:
-    """A block's boxes in block order: those ranked as arrays, made by
-    items.block_items, and those ranked ``alone``."""
-    made = iter(items.block_items(corpus, block, ranked, now_ts))
-    return [alone[row] if row in alone else next(made) for row in range(len(block))]
 
 
 def _positions_of(corpus: "_Corpus", ids: list[str]) -> np.ndarray:
