@@ -71,6 +71,8 @@ def test_new_item_is_the_dataclass_with_the_same_fields():
     assert hash(made) == hash(Recommendation(**values))
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.score = 1.0  # type: ignore[misc]
+    assert dataclasses.replace(made, score=1.0) == Recommendation(**{**values, "score": 1.0})
+    assert dataclasses.asdict(made) == values and repr(made) == repr(Recommendation(**values))
 
 
 def _corpus(n: int, rng) -> SimpleNamespace:
