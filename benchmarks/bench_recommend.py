@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=24)
     parser.add_argument("--work", type=Path, default=None, help="where indexes are built "
                         "(default: data/cache/bench-recommend; deleted after each)")
+    parser.add_argument("--keep", action="store_true", help="keep each built index and its bench-job.json, "
+                        "to serve it again by other code: bench_recommend.py --serve <index> <index>/bench-job.json")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -256,7 +258,8 @@ def main() -> None:
                      f"p99 {s['unseen_p99']:.1f} ms; 40 full-length NewsArticles texts, {s['backend']} encoder"],
                     [f"{size:,}", kind, "recommend(same unseen article again) p50", s["again_p50"],
                      "its vector is remembered (the page's next views)"]]
-            shutil.rmtree(path, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(path, ignore_errors=True)
     print()
     C.print_table(["articles", "index", "build s", "p50 ms", "p99 ms", "calls/s", "RSS/article",
                    "recall@10 search", "recall@10 lists", "speed-up vs numpy (p50)"], rows_out)
