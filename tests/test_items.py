@@ -86,10 +86,13 @@ def _corpus(n: int, rng) -> SimpleNamespace:
         titles=np.array([f"T{i}" for i in range(n)], dtype=object),
         urls=np.array([None if i % 7 == 0 else f"https://x/{i}" for i in range(n)], dtype=object),
         sections=np.array([names[c] if c >= 0 else None for c in codes], dtype=object),
-        section_names=names, section_codes=codes, published=published)
+        section_names=names, section_codes=codes, published=published, reason_table=items.ReasonTable(names))
 
 
-def test_a_block_makes_the_items_one_call_makes():
+# (-0.2, 1.0): every cosine a normalised store gives, reasons looked up by key
+# (items.ReasonTable); (-2, 2): cosines no key holds, the tuple-by-tuple path.
+@pytest.mark.parametrize("cosines", [(-0.2, 1.0), (-2.0, 2.0)])
+def test_a_block_makes_the_items_one_call_makes(cosines):
     rng = np.random.default_rng(5)
     n, k, now_ts = 300, 3, 1.65e9
     corpus = _corpus(n, rng)
@@ -100,7 +103,7 @@ def test_a_block_makes_the_items_one_call_makes():
     positions = np.where(np.cumsum(positions < 0, axis=1) > 0, -1, positions)  # -1 only at a box's end
     scores = rng.uniform(-0.3, 1.3, positions.shape)
     scores[0, 0], scores[1, 0] = 0.12345, 0.87655  # ties at the fifth decimal
-    sims = rng.uniform(-0.2, 1.0, positions.shape)
+    sims = rng.uniform(*cosines, positions.shape)
     finished = rng.random(len(sources)) < 0.8
     ranked = many.Boxes(positions=positions, slots=np.zeros_like(positions), scores=scores, similarities=sims,
                         finished=finished)
@@ -118,3 +121,17 @@ def test_a_block_makes_the_items_one_call_makes():
         for got in box:
             assert type(got.score) is float and type(got.similarity) is float
             assert got.score == round(got.score, 4)
+
+
+def test_reason_keys_name_each_tuple_apart():
+    names = ["business", "sport", "world"]
+    table = items.ReasonTable(names)
+    hundredths = np.array([12.0, np.nan, -100.0, 100.0, 0.0, 55.0])
+    shared = np.array([0, 2, ranking.NO_SECTION, 1, 2, ranking.NO_SECTION], dtype=np.int32)
+    ages = np.array([-1, 4 * 16 + 6, 0, 3, 12345, -1], dtype=np.int64)
+    keys = items.reason_keys(hundredths, shared, ages, len(names))
+    assert len(set(keys.tolist())) == len(keys)
+    for key, h, code, age in zip(keys.tolist(), hundredths.tolist(), shared.tolist(), ages.tolist()):
+        assert table[key] == ranking.reason_words(None if math.isnan(h) else int(h),
+                                                  names[code] if code >= 0 else None, age if age >= 0 else None, None)
+    assert items.reason_keys(np.array([128.0]), shared[:1], ages[:1], len(names)) is None  # |cosine| > 1.27

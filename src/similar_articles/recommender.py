@@ -224,6 +224,7 @@ class _Corpus:
         sections = self.sections.tolist()
         self.section_names = sorted({s for s in sections if s})
         self.section_codes_by_name = {name: i for i, name in enumerate(self.section_names)}
+        self.reason_table = items.ReasonTable(self.section_names)  # its keys hold these codes
         self.section_codes = np.array(
             [self.section_codes_by_name.get(s, ranking.NO_SECTION) if s else ranking.NO_SECTION
              for s in sections], dtype=np.int32)
