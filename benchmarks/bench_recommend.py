@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import shutil
 import subprocess
@@ -56,7 +57,6 @@ def serve(path: str, job_file: str) -> None:
     calls), and, when the job asks, recommend_many against a loop and unseen articles.
     A process that just built the index holds the 100k source rows and their objects,
     whose garbage collection adds ~0.3-0.5 ms to a call: not what a server sees."""
-    import gc
 
     from similar_articles import Recommender
 
@@ -126,12 +126,18 @@ def serve(path: str, job_file: str) -> None:
 def best_of(runs: dict, rounds: int) -> dict[str, float]:
     """Each run's best wall time in seconds over ``rounds`` rounds, the runs taking
     turns within every round, so that a slow or a fast phase of the machine (this VM's
-    swing by +-40%) touches the things compared alike instead of one of them."""
+    swing by +-40%) touches the things compared alike instead of one of them. Each
+    round starts the turns one run later, and each run starts after a full collection:
+    the run after a loop of recommend otherwise paid for the loop's garbage (10-15% in
+    the runs of 2026-12-02, the planned recommend_many every core against one core:
+    the same code for planned boxes)."""
     best = dict.fromkeys(runs, float("inf"))
-    for _ in range(rounds):
-        for name, run in runs.items():
+    names = list(runs)
+    for turn in range(rounds):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            gc.collect()
             started = time.perf_counter()
-            run()
+            runs[name]()
             best[name] = min(best[name], time.perf_counter() - started)
     return best
 
