@@ -5,8 +5,9 @@ Once a box's ranking is planned at build time, building its two items is most of
 what a call costs: a dataclass and a few phrases each. So the phrases are made once
 and looked up (ranking.reason_words; a block by one int an item, ReasonTable), a
 frozen item is filled as its unfrozen twin instead of through the generated __init__
-(new_item), and a block rounds its scores and works out its ages as arrays. The one-item and block paths give the same items
-to the bit (tests/test_items.py compares them).
+(new_item), and a block rounds its scores and works out its ages as arrays. The
+one-item and block paths give the same items to the bit (tests/test_items.py
+compares them).
 """
 
 from __future__ import annotations

@@ -61,10 +61,9 @@ _TAG_SEP = "\x1f"  # unit separator: never inside a tag after normalisation
 
 
 # The columns every box item reads (items.py): Python str objects in an object array.
-# Reading 512 of them at random takes ~50 ns an item against ~400-540 from StringDType
-# (which copies each string into a new array, then decodes it), ~1 us of a batch
-# article's ~8; it costs ~35 B an article more in each of the two (measured on the
-# bench's 100k corpus: ~122 and ~143 B against ~88 and ~110).
+# Reading 512 of them at random takes ~30-55 ns an item against ~430-540 from
+# StringDType (which copies each string into a new array, then decodes it): a batch
+# article ~29% faster. It costs ~54 B an article for the two at 1M (benchmarks/README).
 _SHOWN_COLUMNS = ("titles", "urls")
 
 
