@@ -72,6 +72,23 @@ def test_vectors_are_the_stored_rows(built, data):
     np.testing.assert_allclose(rows, data[positions], atol=_tolerance(built.kind))
 
 
+@pytest.mark.parametrize("kind", ["flat-fp16", "hnsw-fp16", "flat-sq8", "hnsw-sq8"])
+def test_quantised_rows_are_read_as_faiss_reconstructs_them(data, kind):
+    """A large read widens the codes by FAISS's decoder, a small one (half precision)
+    by numpy's cast: either way the bits FAISS's own reconstruct gives, so a box and a
+    batch of boxes rank from the same cosines; after an add too (the codes move)."""
+    index = FaissIndex.create(kind, DIM, IndexConfig())
+    index.add(data[:1000])
+    index.vectors(np.array([0]))  # caches a view of the codes
+    index.add(data[1000:])
+    positions = np.array([5, 1999, 0, 5, *range(100, 160)])
+    expected = index._index.reconstruct_batch(positions)
+    np.testing.assert_array_equal(index.vectors(positions), expected)
+    np.testing.assert_array_equal(index.vectors(positions, all_cores=True), expected)
+    np.testing.assert_array_equal(np.vstack([index.vectors(positions[i:i + 1]) for i in range(len(positions))]),
+                                  expected)
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "flat-fp16", "hnsw-fp16"])
 def test_vectors_follow_adds(data, kind):
     index = FaissIndex.create(kind, DIM, IndexConfig())
