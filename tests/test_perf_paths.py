@@ -37,6 +37,21 @@ def test_recommend_many_gives_the_same_boxes_as_recommend(news100_index, news100
         _boxes_equal(box, news100_index.recommend(article_id, k=k, now=NOW))
 
 
+@pytest.mark.parametrize("store", ["fp16", "sq8"])
+def test_recommend_many_of_a_quantised_store_gives_the_boxes_of_recommend(tmp_path, news100, news100_vectors,
+                                                                          encoder, store):
+    """Half-precision and 8-bit stores widen a block's listed rows once, by FAISS's
+    decoder, for both the cosines to the source and those to each pick; a call alone
+    widens a few rows by numpy or row by row. The boxes must be the same to the bit."""
+    config = Config(index=IndexConfig(kind="hnsw", store=store))
+    rec = Recommender.build(news100, tmp_path, embeddings=news100_vectors, encoder=encoder, config=config)
+    ids = [row["id"] for row in news100]
+    many = rec.recommend_many(ids, k=3, now=NOW, batch_size=64)  # ranked in full: NOW is before the plans
+    assert sum(len(box) for box in many) == 3 * len(ids)
+    for article_id, box in zip(ids, many):
+        _boxes_equal(box, rec.recommend(article_id, k=3, now=NOW))
+
+
 def test_recommend_many_passes_filters_and_overrides(news100_index, news100):
     ids = [row["id"] for row in news100[:20]]
     options = dict(now=NOW, exclude_ids=ids[:5], max_age_days=20, min_similarity=0.4)

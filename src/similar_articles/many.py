@@ -245,11 +245,15 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
     valid = rows >= 0
     index = served.index
     bulk = all_cores and len(positions) >= 32  # worth every core (see FaissIndex.inner_products)
-    sims = index.inner_products(index.vectors(positions), rows, all_cores=bulk)  # -inf for invalid slots
+    # The listed rows are read once, for the cosines to the sources and to each pick
+    # (half-precision and 8-bit stores widen a copy: at 1M, ~60% of a block ranked in
+    # full when it was made twice).
+    pool_rows, where = index.read_rows(rows, all_cores=bulk)
+    sims = index.products_at(index.vectors(positions), pool_rows, where, all_cores=bulk)  # -inf: invalid
     order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
     slots = order  # each pool item's place in the list row (to read the pair arrays)
     rows, valid = np.take_along_axis(rows, order, 1), np.take_along_axis(valid, order, 1)
-    sims = np.take_along_axis(sims, order, 1)
+    sims, where = np.take_along_axis(sims, order, 1), np.take_along_axis(where, order, 1)
 
     # Filters, as Recommender._box's is_eligible, per source.
     published = corpus.published[positions]
@@ -292,7 +296,7 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
             return _unfinished(len(positions), k)
         bits = served.candidate_copies[positions][:, None]
         open_ &= ((bits >> slots.astype(np.uint64)) & np.uint64(1)) == 0
-    chosen = _mmr(scores, index, rows, open_, k, settings, title_keys, corpus, copy_rule, bulk)
+    chosen = _mmr(scores, index, rows, (pool_rows, where), open_, k, settings, title_keys, corpus, copy_rule, bulk)
 
     # A box short of k goes to the single path, whose fallback fills it.
     has = chosen >= 0
@@ -304,12 +308,14 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
                  finished=usable & (has.all(axis=1) | (not settings.fallback)))
 
 
-def _mmr(scores: np.ndarray, index, rows: np.ndarray, open_: np.ndarray, k: int, settings,
-         title_keys, corpus, copy_rule: bool, bulk: bool) -> np.ndarray:
+def _mmr(scores: np.ndarray, index, rows: np.ndarray, pool: tuple[np.ndarray, np.ndarray], open_: np.ndarray,
+         k: int, settings, title_keys, corpus, copy_rule: bool, bulk: bool) -> np.ndarray:
     """``ranking.select_box`` for every source at once: chosen pool indices (-1 where
     a box ran out of candidates), shape (sources, k). ``rows``: the pool's positions
-    (-1 for empty slots). ``copy_rule``: a pick is checked against the earlier picks'
-    texts."""
+    (-1 for empty slots); ``pool``: their vectors as index.read_rows gives them (rows,
+    where), in the same order. ``copy_rule``: a pick is checked against the earlier
+    picks' texts."""
+    pool_rows, where = pool
     n = len(scores)
     scores = scores.astype(np.float64)
     redundancy = np.zeros_like(scores)
@@ -336,7 +342,8 @@ def _mmr(scores: np.ndarray, index, rows: np.ndarray, open_: np.ndarray, k: int,
         # Every source's pool against its pick (a source without one compares against
         # its first slot, or row 0, and is left alone: it has no open candidate anyway).
         best = np.maximum(chosen[:, step], 0)
-        cosine = index.inner_products(index.vectors(np.maximum(rows[everyone, best], 0)), rows, all_cores=bulk)
+        picks = pool_rows[np.maximum(where[everyone, best], 0)]  # the rows the vectors were read into
+        cosine = index.products_at(picks, pool_rows, where, all_cores=bulk)
         same_story = cosine >= settings.duplicate_similarity
         keys = title_keys[everyone, best][:, None]
         same_story |= (keys != 0) & (title_keys == keys)
