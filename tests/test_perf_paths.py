@@ -42,7 +42,8 @@ def test_recommend_many_of_a_quantised_store_gives_the_boxes_of_recommend(tmp_pa
                                                                           encoder, store):
     """Half-precision and 8-bit stores widen a block's listed rows once, by FAISS's
     decoder, for both the cosines to the source and those to each pick; a call alone
-    widens a few rows by numpy or row by row. The boxes must be the same to the bit."""
+    widens its few rows (by numpy's cast for half precision). The boxes must be the
+    same to the bit."""
     config = Config(index=IndexConfig(kind="hnsw", store=store))
     rec = Recommender.build(news100, tmp_path, embeddings=news100_vectors, encoder=encoder, config=config)
     ids = [row["id"] for row in news100]

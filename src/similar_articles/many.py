@@ -246,8 +246,8 @@ def listed_boxes(served: "_Served", positions: np.ndarray, k: int, settings: "Ra
     index = served.index
     bulk = all_cores and len(positions) >= 32  # worth every core (see FaissIndex.inner_products)
     # The listed rows are read once, for the cosines to the sources and to each pick
-    # (half-precision and 8-bit stores widen a copy: at 1M, ~60% of a block ranked in
-    # full when it was made twice).
+    # (half-precision and 8-bit stores widen a copy: at 1M, reading it twice was ~77% of
+    # a block ranked in full).
     pool_rows, where = index.read_rows(rows, all_cores=bulk)
     sims = index.products_at(index.vectors(positions), pool_rows, where, all_cores=bulk)  # -inf: invalid
     order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]

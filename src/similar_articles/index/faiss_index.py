@@ -270,14 +270,12 @@ class FaissIndex:
         if self._rows_n != n:  # an add() may have moved FAISS's buffer
             storage = self._index if self.kind.startswith("flat") else faiss.downcast_index(self._index.storage)
             if self.kind in ("flat", "hnsw"):
-                self._rows = faiss.rev_swig_ptr(storage.get_xb(), n * self.dim).reshape(n, self.dim) if n \
-                    else np.zeros((0, self.dim), np.float32)
+                pointer, width, dtype = storage.get_xb(), self.dim, np.float32
             else:
                 storage = faiss.downcast_index(storage)
-                size = storage.code_size
-                self._rows = faiss.rev_swig_ptr(storage.codes.data(), n * size).reshape(n, size) if n \
-                    else np.zeros((0, size), np.uint8)
+                pointer, width, dtype = storage.codes.data(), storage.code_size, np.uint8
                 self._quantiser = storage.sq
+            self._rows = faiss.rev_swig_ptr(pointer, n * width).reshape(n, width) if n else np.zeros((0, width), dtype)
             self._rows_n = n
         return self._rows
 
