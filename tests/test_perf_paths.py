@@ -222,14 +222,11 @@ def test_export_cli_writes_parquet_rows_with_a_fixed_schema(tmp_path, news100, n
     assert any(row["url"] is None for row in got) and any(row["url"] for row in got)
 
 
-@pytest.mark.parametrize("when", ["planned", "ranked in full"])
-def test_parquet_rows_from_columns_are_the_rows_of_the_boxes(tmp_path, news100, news100_vectors, encoder,
-                                                             monkeypatch, when):
-    """The export's Parquet rows skip the Recommendation objects where a box is ranked
-    as arrays; they must be the rows those boxes give, field for field and in order,
-    also beside boxes ranked alone and where an item has no date, section or URL."""
+def _index_with_gaps_and_boxes_ranked_alone(tmp_path, news100, news100_vectors, encoder, monkeypatch):
+    """An index where some articles have no URL, date or section, whose batches rank
+    every third box alone (the single path), as a box short of k or a filtered call
+    would be."""
     from similar_articles import many
-    from similar_articles.export import _ParquetRows
 
     rows = [dict(row, url=None) if i % 3 == 0 else row for i, row in enumerate(news100)]
     rows = [dict(row, published_at=None) if i % 7 == 0 else row for i, row in enumerate(rows)]
@@ -237,12 +234,24 @@ def test_parquet_rows_from_columns_are_the_rows_of_the_boxes(tmp_path, news100, 
     rec = Recommender.build(rows, tmp_path / "index", embeddings=news100_vectors, encoder=encoder)
     ranked_as_arrays = many.boxes
 
-    def every_third_alone(*args, **kwargs):  # as a box short of k or a filtered call would be
+    def every_third_alone(*args, **kwargs):
         ranked = ranked_as_arrays(*args, **kwargs)
         ranked.finished[::3] = False
         return ranked
 
     monkeypatch.setattr(many, "boxes", every_third_alone)
+    return rec
+
+
+@pytest.mark.parametrize("when", ["planned", "ranked in full"])
+def test_parquet_rows_from_columns_are_the_rows_of_the_boxes(tmp_path, news100, news100_vectors, encoder,
+                                                             monkeypatch, when):
+    """The export's Parquet rows skip the Recommendation objects where a box is ranked
+    as arrays; they must be the rows those boxes give, field for field and in order,
+    also beside boxes ranked alone and where an item has no date, section or URL."""
+    from similar_articles.export import _ParquetRows
+
+    rec = _index_with_gaps_and_boxes_ranked_alone(tmp_path, news100, news100_vectors, encoder, monkeypatch)
     now = datetime.now(timezone.utc) if when == "planned" else NOW
     ids = rec.ids()
     writer = _ParquetRows(tmp_path / "unused.parquet")
@@ -253,6 +262,35 @@ def test_parquet_rows_from_columns_are_the_rows_of_the_boxes(tmp_path, news100, 
     assert got == from_boxes.to_pylist() and len(got) == 200
     assert any(row["url"] is None for row in got) and any(row["published_at"] is None for row in got)
     assert any(row["section"] is None for row in got) and any(row["section"] for row in got)
+
+
+@pytest.mark.parametrize("encoder_module", ["orjson", "json"])
+@pytest.mark.parametrize("when", ["planned", "ranked in full"])
+def test_json_lines_from_columns_are_the_lines_of_the_boxes(tmp_path, news100, news100_vectors, encoder,
+                                                            monkeypatch, when, encoder_module):
+    """The export's JSON lines are made from a dict an item where a box is ranked as
+    arrays; they must be the bytes recommend_many's boxes give, and every item must
+    read back as its Recommendation's to_dict, with orjson and with the json module."""
+    from similar_articles.export import _JsonLines
+
+    if encoder_module == "json":
+        monkeypatch.setitem(sys.modules, "orjson", None)  # as if the export extra were not installed
+    else:
+        pytest.importorskip("orjson")
+    rec = _index_with_gaps_and_boxes_ranked_alone(tmp_path, news100, news100_vectors, encoder, monkeypatch)
+    now = datetime.now(timezone.utc) if when == "planned" else NOW
+    ids = rec.ids()
+    writer = _JsonLines(tmp_path / "unused.jsonl")
+    boxes = rec.recommend_many(ids, k=2, now=now)
+    from_columns = writer.encode_boxes_of(rec, rec._live_positions(), 2, now, True)
+    assert from_columns == writer.encode(ids, boxes)
+    lines = [json.loads(line) for line in from_columns.decode("utf-8").splitlines()]
+    assert [line["id"] for line in lines] == ids
+    assert [line["box"] for line in lines] == [[item.to_dict() for item in box] for box in boxes]
+    written = [item for line in lines for item in line["box"]]
+    assert len(written) == 200 and any(item["published_at"] is None for item in written)
+    assert any(item["url"] is None for item in written) and any(item["section"] is None for item in written)
+    assert any(item["published_at"] and item["section"] for item in written)
 
 
 def _boxes_match(a, b) -> None:

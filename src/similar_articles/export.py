@@ -5,11 +5,11 @@ timestamps). The file appears by atomic rename, whole or not at all.
 
 Boxes are ranked a batch at a time, on every core: worker processes forked from this
 one (they share its loaded index) rank and encode batches, and this process writes
-them in order. JSON lines are encoded from recommend_many's Recommendations by orjson
-when installed (the ``export`` extra: ~4x faster than the json module, and it reads
-the dataclasses directly). Parquet rows skip those objects where a box was ranked as
-arrays: its columns go from numpy to Arrow in bulk (Recommender._ranked_blocks,
-items.block_columns): 1.7x faster in one process, 1.3x on every core. The whole
+them in order. Both formats skip recommend_many's Recommendation objects where a box
+was ranked as arrays (Recommender._ranked_blocks, items.block_columns): Parquet rows
+go from numpy to Arrow in bulk (1.7x faster in one process, 1.3x on every core), JSON
+lines from a dict an item (items.block_dicts), written by orjson when installed (the
+``export`` extra: ~4x faster than the json module). The whole
 file comes from one snapshot, even if the index is republished meanwhile
 (Recommender.pinned).
 """
@@ -131,6 +131,16 @@ def _encoded_batches(job: _Job, batches: list[tuple[int, int]], processes: int |
         yield job.batch(start, stop, all_cores=True)
 
 
+def _json_value(value: Any) -> Any:
+    """What the json module cannot write itself, as Recommendation.to_dict writes it:
+    a Recommendation, and the datetime of an item from items.block_dicts."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, items.Recommendation):
+        return value.to_dict()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 class _JsonLines:
     """A context manager for the file: encode(ids, boxes) makes their JSON lines (on
     any process), put(lines) appends them."""
@@ -141,22 +151,28 @@ class _JsonLines:
             import orjson
         except ImportError:
             orjson = None
-        if orjson is not None:
+        if orjson is not None:  # writes Recommendations, datetimes and tuples itself
             dumps = orjson.dumps
             self._lines: Callable[[Iterable], bytes] = lambda pairs: b"".join(
                 dumps({"id": article_id, "box": box}) + b"\n" for article_id, box in pairs)
         else:  # one encoder for every line: json.dumps with options builds a new one per call
-            encode = json.JSONEncoder(ensure_ascii=False).encode
+            encode = json.JSONEncoder(ensure_ascii=False, default=_json_value).encode
             self._lines = lambda pairs: "".join(
-                encode({"id": article_id, "box": [r.to_dict() for r in box]}) + "\n"
-                for article_id, box in pairs).encode("utf-8")
+                encode({"id": article_id, "box": box}) + "\n" for article_id, box in pairs).encode("utf-8")
 
-    def encode(self, ids: Sequence[str], boxes: Sequence[Sequence["Recommendation"]]) -> bytes:
+    def encode(self, ids: Sequence[str], boxes: Sequence[Sequence["Recommendation | dict"]]) -> bytes:
+        """The JSON lines of ``boxes`` (of the articles ``ids``): items as
+        Recommendations or as items.block_dicts makes them, written alike."""
         return self._lines(zip(ids, boxes))
 
     def encode_boxes_of(self, rec: "Recommender", positions: np.ndarray, k: int, now: datetime,
                         all_cores: bool) -> bytes:
-        blocks = rec._ranked_blocks(positions, k, items.boxes_in_order, now=now, all_cores=all_cores)
+        """The lines of the boxes of the articles at ``positions``, the same bytes as
+        encode(their ids, recommend_many(their ids)): boxes ranked as arrays become
+        dicts, not Recommendations (half a one-process JSONL export's time went to
+        making those and to orjson reading their slots)."""
+        make = functools.partial(items.boxes_in_order, made_by=items.block_dicts)
+        blocks = rec._ranked_blocks(positions, k, make, now=now, all_cores=all_cores)
         return self.encode(rec._served.corpus.ids[positions].tolist(), [box for block in blocks for box in block])
 
     def put(self, lines: bytes) -> None:
