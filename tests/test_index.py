@@ -172,3 +172,7 @@ def test_inner_products_are_the_cosines_of_the_stored_rows(built, data):
     np.testing.assert_array_equal(built.inner_products(queries, positions, all_cores=True), found)
     with pytest.raises(IndexError, match="past the index"):
         built.inner_products(queries[:1], np.array([[len(data)]]))
+    # No queries (an empty batch) give no rows, not a reshape error.
+    none = built.inner_products(np.empty((0, DIM), np.float32), np.empty((0, 3), np.int64))
+    assert none.shape == (0, 3)
+    assert built.products_at(np.empty((0, DIM)), *built.read_rows(np.empty((0, 3), np.int64))).shape == (0, 3)

@@ -220,7 +220,7 @@ class FaissIndex:
         ``all_cores``: split the queries over every core (the reads wait on memory and
         each core waits on its own: a 256 x 50 block took ~3 ms on two cores)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        positions = np.asarray(positions, dtype=np.int64).reshape(len(queries), -1)
+        positions = _per_query(np.asarray(positions, dtype=np.int64), len(queries))
         return self.products_at(queries, *self.read_rows(positions, all_cores=all_cores), all_cores=all_cores)
 
     def read_rows(self, positions: np.ndarray, *, all_cores: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +246,7 @@ class FaissIndex:
         negative: inner_products over rows from read_rows (the same kernel, the same
         bits)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        where = np.ascontiguousarray(where, dtype=np.int64).reshape(len(queries), -1)
+        where = _per_query(np.ascontiguousarray(where, dtype=np.int64), len(queries))
         out = np.empty(where.shape, np.float32)
         if not where.size:
             return out
@@ -308,3 +308,11 @@ def _tune_hnsw(index, config: IndexConfig) -> None:
 def create_index(dim: int, n_articles: int, config: IndexConfig) -> FaissIndex:
     """The index kind the config asks for, resolving "auto" by corpus size."""
     return FaissIndex.create(config.resolve_kind(n_articles), dim, config)
+
+
+def _per_query(positions: np.ndarray, n_queries: int) -> np.ndarray:
+    """``positions`` as a row per query. No queries give no rows, as wide as given
+    (reshape(0, -1) cannot tell the width and raises)."""
+    if n_queries == 0:
+        return positions.reshape(0, positions.shape[-1] if positions.ndim == 2 else 0)
+    return positions.reshape(n_queries, -1)
