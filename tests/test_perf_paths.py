@@ -423,6 +423,44 @@ def test_a_repeated_unseen_article_is_encoded_once(news100_index, news100):
         del encoder.encode_articles
 
 
+def test_a_repeated_unseen_article_reuses_its_search_until_the_index_grows(tmp_path, news100, news100_vectors,
+                                                                           encoder, monkeypatch):
+    """A new article's page views before the nightly build: repeat calls reuse the
+    first one's search and text work and give the boxes a fresh process gives, for
+    any call settings; a changed field makes a new source, and an add() a new search
+    (it may bring a closer article)."""
+    from datetime import timedelta
+
+    Recommender.build(news100[:90], tmp_path, embeddings=news100_vectors[:90], encoder=encoder)
+    rec = Recommender.load(tmp_path, encoder=encoder, reload_interval=None)
+    searched = []
+    search = rec._served.index.search
+    monkeypatch.setattr(rec._served.index, "search", lambda query, n: searched.append(n) or search(query, n))
+    unseen = {"id": "draft-2", "title": news100[95]["title"], "body": news100[95]["body"] + " Updated.",
+              "section": news100[95].get("section"), "published_at": "2017-05-30T08:00:00+00:00"}
+
+    def fresh(**options):  # a process that never saw the article
+        return Recommender.load(tmp_path, encoder=encoder, reload_interval=None).recommend(unseen, **options)
+
+    first = rec.recommend(unseen, k=2, now=NOW)
+    assert len(first) == 2 and len(searched) == 1
+    calls = [dict(k=2, now=NOW), dict(k=3, now=NOW + timedelta(days=40)), dict(k=2, now=NOW, max_age_days=2),
+             dict(k=2, now=NOW, exclude_ids=[first[0].id]), dict(k=2, now=NOW, freshness_margin=0.5)]
+    for options in calls:
+        _boxes_equal(rec.recommend(dict(unseen), **options), fresh(**options))
+    assert len(searched) == 1  # the same fetch every time: one search
+    dated = {**unseen, "published_at": "2016-01-01T00:00:00+00:00"}
+    moved = rec.recommend(dated, k=2, now=NOW)
+    assert len(searched) == 2
+    assert [r.reasons for r in moved] != [r.reasons for r in first]  # ages from the new date
+    rec.add(news100[90:95], embeddings=news100_vectors[90:95])
+    after_add = rec.recommend(unseen, k=2, now=NOW)
+    assert len(searched) == 3
+    grown = Recommender.load(tmp_path, encoder=encoder, reload_interval=None)
+    grown.add(news100[90:95], embeddings=news100_vectors[90:95])
+    _boxes_equal(after_add, grown.recommend(unseen, k=2, now=NOW))
+
+
 def test_planned_boxes_are_the_boxes_ranked_in_full(tmp_path, news100, news100_vectors, encoder, monkeypatch):
     from similar_articles import many, recommender
 
