@@ -263,7 +263,7 @@ def main() -> None:
                     [f"{size:,}", kind, "recommend(unseen article) p50", s["unseen_p50"],
                      f"p99 {s['unseen_p99']:.1f} ms; 40 full-length NewsArticles texts, {s['backend']} encoder"],
                     [f"{size:,}", kind, "recommend(same unseen article again) p50", s["again_p50"],
-                     "its vector is remembered (the page's next views)"]]
+                     "its vector, text work and search are remembered (its next page views)"]]
             if not args.keep:
                 shutil.rmtree(path, ignore_errors=True)
     print()
