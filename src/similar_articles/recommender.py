@@ -616,10 +616,11 @@ class Recommender:
         known = served.unseen_sources.get(key)
         if known is not None and known[0] == len(served.index):
             return known[1], known[2]
-        vector = self._unseen_vectors.get(parsed.content_hash)
+        text_hash = key[0]  # a sha256 of the text: made once
+        vector = self._unseen_vectors.get(text_hash)
         if vector is None:
             vector = self.encoder.encode_articles([parsed])[0]
-            self._unseen_vectors.put(parsed.content_hash, vector)
+            self._unseen_vectors.put(text_hash, vector)
         if vector.shape[0] != served.index.dim:
             raise ModelMismatchError(
                 f"the encoder makes {vector.shape[0]}-dimensional vectors but the index holds "
