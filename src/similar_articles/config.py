@@ -96,7 +96,10 @@ class IndexConfig:
         loaded machine. A call for an indexed article rarely searches (see
         candidate_lists), so the default buys recall for the calls that do: filtered
         ones and unseen articles. At 10k (38% real vectors) m=16 with ef_search=96
-        already finds 0.994.
+        already finds 0.994. Recall falls with size on Gaussian vectors: at 1M
+        ef_construction=40 finds 0.897 at ef_search=256 (0.979 at 2048, ~7x the search
+        time) and 120 finds 0.925, for a graph build of 908 s instead of 348
+        (benchmarks/README.md, bench_hnsw_recall).
     ivf_nlist: inverted lists for "ivf" (None: about 4 * sqrt(articles)).
     ivf_nprobe: lists an "ivf" query scans; more is better recall and slower.
     candidate_lists: each article's nearest ``candidate_lists`` others, found once at
