@@ -180,13 +180,20 @@ def synthetic_vectors(real: np.ndarray, n: int, *, seed: int = 0, chunk: int = 1
     return out
 
 
+def scaled_vectors(vectors: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
+    """``n`` vectors: the first of ``vectors`` (real ones), then Gaussian ones fitted to them."""
+    if n <= len(vectors):
+        return vectors[:n]
+    return np.vstack([vectors, synthetic_vectors(vectors, n - len(vectors), seed=seed)])
+
+
 def scaled_corpus(articles, vectors: np.ndarray, n: int, *, seed: int = 0):
     """Rows and vectors of ``n`` articles: the real ones first, then synthetic ones
     with recycled (suffixed) real titles, URLs and sections, real bodies with their
     words shuffled, dated over three years."""
     real_n = min(len(articles), n)
     extra = n - real_n
-    vecs = vectors[:real_n] if extra <= 0 else np.vstack([vectors[:real_n], synthetic_vectors(vectors, extra, seed=seed)])
+    vecs = scaled_vectors(vectors, n, seed=seed)
     rows = [{"id": a.id, "title": a.title, "body": a.body, "url": a.url, "section": a.section,
              "published_at": a.published_at.isoformat() if a.published_at else None}
             for a in articles[:real_n]]

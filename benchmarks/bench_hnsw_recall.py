@@ -55,7 +55,7 @@ def main() -> None:
 
     C.print_machine("bench_hnsw_recall: HNSW recall@10 by ef_construction and ef_search")
     _, real = C.news_articles()
-    vectors = _vectors(real, args.size)
+    vectors = np.ascontiguousarray(C.scaled_vectors(real, args.size), dtype=np.float32)
     picks = np.random.default_rng(1).choice(min(len(real), args.size), size=QUERIES, replace=False)
     exact = C.exact_top(vectors, vectors[picks], 11)
     truth = [set([x for x in row.tolist() if x != pos][:10]) for pos, row in zip(picks.tolist(), exact)]
@@ -63,49 +63,47 @@ def main() -> None:
           f"{QUERIES} real-article queries\n", flush=True)
 
     table = []
-    for ef_construction in args.ef_construction:
-        index = faiss.IndexHNSWFlat(vectors.shape[1], args.m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        faiss.omp_set_num_threads(CORES)
-        started = time.perf_counter()
-        index.add(vectors)
-        build_s = time.perf_counter() - started
-        faiss.omp_set_num_threads(1)
-        for ef_search in args.ef_search:
-            index.hnsw.efSearch = ef_search
-            recall, ms = recall_and_ms(index, vectors, picks, truth)
-            table.append([f"hnsw m={args.m}", f"ef_construction {ef_construction}", f"{build_s:.0f}",
-                          f"ef_search {ef_search}", f"{recall:.3f}", f"{ms:.2f}"])
-            print(f"hnsw efC={ef_construction} efS={ef_search}: recall@10 {recall:.3f}, {ms:.2f} ms", flush=True)
-        del index
 
+    def measure(index, label: str, build_setting: str, search_name: str, values, apply) -> None:
+        """Fill ``index`` (timed), then a table row for each search setting."""
+        build_s = timed_fill(index, vectors)
+        for value in values:
+            apply(index, value)
+            recall, ms = recall_and_ms(index, vectors, picks, truth)
+            table.append([label, build_setting, f"{build_s:.0f}", f"{search_name} {value}", f"{recall:.3f}",
+                          f"{ms:.2f}"])
+            print(f"{label}, {build_setting}, {search_name} {value}: recall@10 {recall:.3f}, {ms:.2f} ms", flush=True)
+
+    dim = vectors.shape[1]
+    for ef_construction in args.ef_construction:
+        index = faiss.IndexHNSWFlat(dim, args.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        measure(index, f"hnsw m={args.m}", f"ef_construction {ef_construction}", "ef_search", args.ef_search,
+                lambda index, ef: setattr(index.hnsw, "efSearch", ef))
+        del index
     if args.nprobe:
         nlist = int(4 * np.sqrt(args.size))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], nlist,
-                                   faiss.METRIC_INNER_PRODUCT)
-        faiss.omp_set_num_threads(CORES)
-        started = time.perf_counter()
-        index.train(vectors)
-        index.add(vectors)
-        build_s = time.perf_counter() - started
-        faiss.omp_set_num_threads(1)
-        for nprobe in args.nprobe:
-            index.nprobe = nprobe
-            recall, ms = recall_and_ms(index, vectors, picks, truth)
-            table.append([f"ivf {nlist} lists", "-", f"{build_s:.0f}", f"nprobe {nprobe}", f"{recall:.3f}",
-                          f"{ms:.2f}"])
-            print(f"ivf nprobe={nprobe}: recall@10 {recall:.3f}, {ms:.2f} ms", flush=True)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        measure(index, f"ivf {nlist} lists", "-", "nprobe", args.nprobe,
+                lambda index, nprobe: setattr(index, "nprobe", nprobe))
 
     print()
     C.print_table(["index", "build setting", "build s (every core)", "search setting", "recall@10",
                    "ms a search (p50, one core)"], table)
 
 
-def _vectors(real: np.ndarray, size: int) -> np.ndarray:
-    """bench_recommend's vectors: the real ones first, then Gaussian ones."""
-    if size <= len(real):
-        return np.ascontiguousarray(real[:size], dtype=np.float32)
-    return np.vstack([real, C.synthetic_vectors(real, size - len(real))]).astype(np.float32, copy=False)
+def timed_fill(index, vectors: np.ndarray) -> float:
+    """Seconds to train (IVF) and fill ``index`` on every core; searches then run on one."""
+    import faiss
+
+    faiss.omp_set_num_threads(CORES)
+    started = time.perf_counter()
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    seconds = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)
+    return seconds
 
 
 if __name__ == "__main__":
