@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_machine, print_table, scaled_corpus  # noqa: E402
 
 from similar_articles.articles import Article  # noqa: E402
-from similar_articles.corpora import load_news_articles  # noqa: E402
+from similar_articles.datasets import load_news_articles  # noqa: E402
 from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder  # noqa: E402
 
 CLI = [sys.executable, "-c", "import sys; from similar_articles.cli import main; sys.exit(main())"]

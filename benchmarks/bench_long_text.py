@@ -16,7 +16,8 @@ import numpy as np
 
 from similar_articles import Article
 from similar_articles.config import EncoderConfig
-from similar_articles.corpora import data_dir, load_bbc
+from similar_articles.paths import data_dir
+from similar_articles.datasets import load_bbc
 from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
 
 

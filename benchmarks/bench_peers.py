@@ -72,7 +72,8 @@ def run_peer(peer: str, part: int, size: int, queries: int, work: Path, texts_n:
 
     rng = np.random.default_rng(0)
     if part in (0, 1):
-        from similar_articles.corpora import data_dir, load_bbc
+        from similar_articles.paths import data_dir
+from similar_articles.datasets import load_bbc
         from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
 
         rows = load_bbc().rows
@@ -191,7 +192,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--run-peer", nargs=2, metavar=("PEER", "PART"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from similar_articles.corpora import data_dir
+    from similar_articles.datasets import data_dir
 
     work = args.work or data_dir() / "bench-peers"
     work.mkdir(parents=True, exist_ok=True)

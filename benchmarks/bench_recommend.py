@@ -193,7 +193,7 @@ def main() -> None:
         return
 
     from similar_articles import Recommender
-    from similar_articles.corpora import data_dir
+    from similar_articles.datasets import data_dir
     from similar_articles.embedding import SentenceTransformerEncoder
 
     C.print_machine("bench_recommend: recommend(id, k=2)")

@@ -52,7 +52,7 @@ def bbc_boxes(rows, vectors, store: str, work: Path) -> list[list[str]]:
 
 
 def main() -> None:
-    from similar_articles.corpora import load_bbc
+    from similar_articles.datasets import load_bbc
 
     C.print_machine("bench_stores: vector stores")
     _, news_vectors = C.news_articles()

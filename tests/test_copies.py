@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from similar_articles import RankingConfig, Recommender
-from similar_articles import copies
+from similar_articles.features import copies
 
 WIRE = (
     "Flood barriers on the river Marle failed early on Tuesday after three days of heavy rain, "

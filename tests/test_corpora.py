@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from similar_articles import corpora
-from similar_articles.corpora import (
+from similar_articles import datasets as corpora
+from similar_articles.datasets import (
     CorpusLoad,
     data_dir,
     fetch_wheel,

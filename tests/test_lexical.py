@@ -1,7 +1,7 @@
 import numpy as np
 
-from similar_articles import lexical
-from similar_articles.lexical import (N_FEATURES, PAD, TERMS, TEXT_CHARS, Fingerprints, LexicalModel, PoolTerms,
+from similar_articles.features import lexical
+from similar_articles.features.lexical import (N_FEATURES, PAD, TERMS, TEXT_CHARS, Fingerprints, LexicalModel, PoolTerms,
                                       list_overlaps, overlaps, similarity_matrix, term_counts)
 
 TEXTS = ["NATO and Russia clash over the INF missile treaty",
@@ -29,7 +29,7 @@ def test_unseen_text_uses_the_fitted_weights_and_unknown_text_gives_zeros():
 
 
 def test_term_overlap_equals_the_dense_cosine_of_the_fingerprints():
-    from similar_articles.corpora import load_news_articles
+    from similar_articles.datasets import load_news_articles
 
     texts = [r.get("title", "") + " " + r.get("body", "") for r in load_news_articles("news100").rows]
     model, prints = LexicalModel.fit(texts)

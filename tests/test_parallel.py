@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from similar_articles import copies, lexical, parallel
+from similar_articles import parallel
+from similar_articles.features import copies, lexical
 
 PARENT = os.getpid()
 multicore = pytest.mark.skipif(parallel.worker_count() < 2, reason="needs two cores")

@@ -349,7 +349,7 @@ def test_candidate_lists_see_adds_and_removals(tmp_path, news100, news100_vector
 
 
 def test_candidate_lists_hold_each_articles_nearest_others(tmp_path, news100, news100_vectors, encoder):
-    from similar_articles.candidates import build_candidate_lists
+    from similar_articles.index.neighbours import build_candidate_lists
     from similar_articles.index import FaissIndex
 
     index = FaissIndex.create("flat", news100_vectors.shape[1], IndexConfig())
@@ -380,7 +380,7 @@ def test_stored_pair_features_give_the_boxes_computed_ones_give(news100_index, n
 
 
 def test_stored_copy_bits_mark_the_copies_the_sketches_find(news100_index):
-    from similar_articles import copies
+    from similar_articles.features import copies
 
     served, corpus = news100_index._served, news100_index._served.corpus
     for pos in range(100):

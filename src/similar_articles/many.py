@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from . import copies, ranking
+from . import ranking
+from .features import copies
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import RankingConfig

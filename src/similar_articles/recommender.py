@@ -16,16 +16,17 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from . import copies, items, many, parallel, ranking
+from . import items, many, parallel, ranking
+from .features import copies
 from .articles import Article
-from .candidates import build_candidate_lists
+from .index.neighbours import build_candidate_lists
 from .config import Config, replace_ranking
 from .embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder, embed_articles, normalise_rows
 from .errors import (ConfigError, IndexCorruptedError, InvalidArticleError, ModelMismatchError,
                      SimilarArticlesError, UnknownArticleError)
 from .index import FaissIndex, create_index
 from .items import Recommendation
-from .lexical import Fingerprints, LexicalModel, PoolTerms, list_overlaps, overlaps
+from .features.lexical import Fingerprints, LexicalModel, PoolTerms, list_overlaps, overlaps
 from .snapshot import CURRENT, read_snapshot, resolve_snapshot_dir, write_snapshot
 
 log = logging.getLogger(__name__)

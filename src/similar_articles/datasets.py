@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
 import re
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from .paths import REPO_ROOT as _REPO_ROOT, data_dir
 
 __all__ = [
     "CorpusLoad",
@@ -58,7 +59,6 @@ _OUTLETS = {
     "tass.com": "tass",
 }
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -74,21 +74,6 @@ class CorpusLoad:
         import pandas as pd  # lazy: pandas is only needed by notebooks and evaluation
 
         return pd.DataFrame(self.rows, columns=["id", "title", "body", "published_at", "url", "section"])
-
-
-def data_dir() -> Path:
-    """Where downloaded wheels are cached.
-
-    ``$SIMILAR_ARTICLES_DATA`` if set; else ``data/cache`` in the source checkout this
-    module runs from; else ``~/.cache/similar-articles`` (installed package, or a
-    checkout we cannot write to).
-    """
-    env = os.environ.get("SIMILAR_ARTICLES_DATA")
-    if env:
-        return Path(env).expanduser()
-    if (_REPO_ROOT / "src" / "similar_articles").is_dir() and os.access(_REPO_ROOT, os.W_OK):
-        return _REPO_ROOT / "data" / "cache"
-    return Path.home() / ".cache" / "similar-articles"
 
 
 def fetch_wheel(requirement: str) -> Path:

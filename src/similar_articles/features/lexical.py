@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import parallel
+from .. import parallel
 
 N_FEATURES = 2**20  # hash buckets; collisions among an article's 32 terms are rare
 # Terms kept per article. Pipeline precision@2 on BBC News (2,088 articles): 32 terms

