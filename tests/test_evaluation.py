@@ -1,4 +1,4 @@
-"""Metrics on hand-made boxes (known answers), baselines and the ranking prototype on a
+"""Metrics on hand-made boxes (known answers), baselines and the section bonus on a
 small synthetic corpus, and the headline claims on the real News100 subset."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from similar_articles import evaluation as ev
-from similar_articles.articles import Article
+from similar_articles import Article
 
 BASE = datetime(2017, 1, 1, tzinfo=timezone.utc)
 
@@ -130,31 +130,19 @@ def test_recent_in_section_is_newest_first_and_respects_now(corpus):
     assert boxes["t1-0"] == ["t1-3", "t1-2"]  # t1-3 is published on day 10
 
 
-def test_rerank_without_a_feature_reproduces_the_recommender(corpus, tmp_path):
-    """With no bonus, re-ranking the library's scored pools gives the library's boxes,
-    so a difference the prototype measures is the feature, not a re-implementation slip."""
-    rec = ev.build_recommender(corpus, tmp_path / "index")
-    now = BASE + timedelta(days=40)
-    pools = ev.scored_pools(rec, corpus.ids, now=now, min_similarity=-1.0)
-    assert all(not item.fallback for items in pools.values() for item in items)
-    for k in (2, 5):
-        ours = ev.recommender_boxes(rec, corpus.ids, k, now=now, min_similarity=-1.0)
-        again = ev.rerank_boxes(pools, corpus, k, ranking_config=rec.config.ranking)
-        # scores come rounded to 4 decimals, so a near-tie may swap two items
-        assert ev.box_agreement(again, ours) >= 0.9
-        assert ev.box_agreement(again, ours, ordered=False) >= 0.95
-
-
 def test_section_bonus_raises_precision(tmp_path):
+    """The library's own section_bonus option, through section_bonus_boxes: on a corpus
+    whose topics are blurred, preferring the source's section (= its topic) must raise
+    precision over the same pipeline with the bonus at 0."""
     mixed = synthetic_corpus(seed=3)
     # blur the topics so the bonus has something to do
     mixed.vectors = mixed.vectors + 3.0 * np.random.default_rng(1).normal(size=mixed.vectors.shape).astype(np.float32)
     mixed.vectors /= np.linalg.norm(mixed.vectors, axis=1, keepdims=True)
     rec = ev.build_recommender(mixed, tmp_path / "index")
-    pools = ev.scored_pools(rec, mixed.ids, min_similarity=-1.0, half_life_days=None, lexical_weight=0.0,
-                           neighbour_weight=0.0)
-    plain = ev.rerank_boxes(pools, mixed, 2)
-    bonus = ev.section_bonus_boxes(rec, mixed, mixed.ids, 2, 0.1, pools=pools)
+    text_only = {"min_similarity": -1.0, "half_life_days": None, "lexical_weight": 0.0, "neighbour_weight": 0.0}
+    plain = ev.section_bonus_boxes(rec, mixed, mixed.ids, 2, 0.0, **text_only)
+    assert plain == ev.recommender_boxes(rec, mixed.ids, 2, section_bonus=0.0, **text_only)
+    bonus = ev.section_bonus_boxes(rec, mixed, mixed.ids, 2, 0.1, **text_only)
     assert ev.precision_at_k(bonus, mixed.labels, 2) > ev.precision_at_k(plain, mixed.labels, 2)
 
 

@@ -22,7 +22,7 @@ notebook, a test and a CI run encode an article once between them.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -31,7 +31,7 @@ import numpy as np
 
 from . import ranking
 from .articles import Article
-from .config import Config, RankingConfig, replace_ranking
+from .config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -258,70 +258,12 @@ def random_boxes(corpus: EvalCorpus, source_ids: Iterable[str], k: int, *, seed:
     return boxes
 
 
-# ------------------------------------------------------------ ranking prototypes
-POOL_K = 12  # k whose FAISS fetch (max(candidates, 4k) = 50) equals a k=2 call's pool
-
-
-def scored_pools(rec: "Recommender", source_ids: Iterable[str], *, now: datetime | None = None,
-                 pool_k: int = POOL_K, **overrides: Any) -> dict[str, list["Recommendation"]]:
-    """Each source's best related candidates with the library's own scores (relevance +
-    freshness), copies already collapsed: a box of ``pool_k`` with MMR and fallback off.
-    Re-rank them with :func:`rerank_boxes` to prototype a ranking feature on top of the
-    library without re-implementing it."""
-    overrides = {**overrides, "mmr_lambda": 1.0, "fallback": False}
-    return recommend_all(rec, source_ids, pool_k, now=now, **overrides)
-
-
-def rerank_boxes(pools: Mapping[str, Sequence["Recommendation"]], corpus: EvalCorpus, k: int, *,
-                 ranking_config: RankingConfig | None = None, section_bonus: float = 0.0) -> Boxes:
-    """Boxes chosen from :func:`scored_pools` by the library's MMR and story dedup
-    (``ranking.select_box``), after adding an optional feature to the scores:
-
-    section_bonus: added to the score of candidates in the source's section (a same
-        section preference, as sites use). Like freshness it only reorders candidates
-        whose scores lie within the bonus of each other.
-
-    With the bonus at 0 the boxes match ``Recommender.recommend``'s (tests and notebook 1
-    measure the agreement), so a difference is the feature, not a re-implementation.
-    """
-    settings = ranking_config or RankingConfig()
-    boxes: Boxes = {}
-    for source, items in pools.items():
-        row = corpus.position[source]
-        positions = np.array([corpus.position[item.id] for item in items], dtype=np.int64)
-        if not len(positions):
-            boxes[source] = []
-            continue
-        scores = np.array([item.score for item in items], dtype=np.float64)
-        if section_bonus and corpus.sections[row]:
-            scores = scores + section_bonus * (corpus.sections[positions] == corpus.sections[row])
-        chosen, _ = ranking.select_box(
-            scores, corpus.vectors[positions], k, mmr_lambda=settings.mmr_lambda,
-            duplicate_similarity=settings.duplicate_similarity,
-            title_keys=corpus.title_keys[positions], query_vector=corpus.vectors[row],
-            query_title_key=int(corpus.title_keys[row]))
-        boxes[source] = [corpus.ids[positions[i]] for i in chosen]
-    return boxes
-
-
-def library_has_option(name: str) -> bool:
-    """Whether RankingConfig (so ``recommend(**overrides)``) knows ``name``."""
-    return name in {f.name for f in fields(RankingConfig)}
-
-
 def section_bonus_boxes(rec: "Recommender", corpus: EvalCorpus, source_ids: Sequence[str], k: int,
-                        bonus: float, *, now: datetime | None = None,
-                        pools: Mapping[str, Sequence["Recommendation"]] | None = None,
-                        **overrides: Any) -> Boxes:
-    """Our pipeline with a same-section bonus (and any RankingConfig ``overrides``):
-    the library's own ``section_bonus`` option when it has one, else
-    :func:`rerank_boxes` over :func:`scored_pools` (pass ``pools``, made with the same
-    overrides, to reuse them across k and bonus values)."""
-    if library_has_option("section_bonus"):
-        return recommender_boxes(rec, source_ids, k, now=now, section_bonus=bonus, **overrides)
-    pools = pools if pools is not None else scored_pools(rec, source_ids, now=now, **overrides)
-    return rerank_boxes({s: pools[s] for s in source_ids}, corpus, k,
-                        ranking_config=replace_ranking(rec.config.ranking, overrides), section_bonus=bonus)
+                        bonus: float, *, now: datetime | None = None, **overrides: Any) -> Boxes:
+    """Our pipeline with the same-section bonus at ``bonus`` (the library's
+    ``RankingConfig.section_bonus``) and any other RankingConfig ``overrides``.
+    ``corpus`` is not needed any more; it stays so that existing calls keep working."""
+    return recommender_boxes(rec, source_ids, k, now=now, section_bonus=bonus, **overrides)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -610,9 +552,9 @@ def bbc_report(corpus: EvalCorpus | None = None, ks: Sequence[int] = (2, 5, 10),
     """The headline relevance table on BBC News: our pipeline (defaults), the raw
     encoder, TF-IDF, recent-in-section and random, precision@k and nDCG.
 
-    section_bonus: also report the pipeline with a same-section bonus prototype (see
-        :func:`section_bonus_boxes`); on BBC the section is the topic label, so that row
-        uses the label at query time, as a site's section preference would.
+    section_bonus: also report the pipeline with the same-section bonus at this value
+        (see :func:`section_bonus_boxes`); on BBC the section is the topic label, so that
+        row uses the label at query time, as a site's section preference would.
     """
     corpus = corpus or load_corpus("bbc")
     rec = rec or build_recommender(corpus)
