@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from similar_articles.index.neighbours import build_candidate_lists
-from similar_articles.config import Config, IndexConfig
+from similar_articles.config import IndexConfig
 from similar_articles.index import FaissIndex
-from similar_articles.recommender import candidate_lists_for
 
 WIDTH = 20
 
@@ -32,8 +29,8 @@ def test_exact_lists_of_an_hnsw_index_are_every_articles_true_neighbours():
     config = IndexConfig(kind="hnsw", hnsw_m=4, ef_construction=8, candidate_lists=WIDTH)
     index = FaissIndex.create("hnsw", vectors.shape[1], config)
     index.add(vectors)
-    searched = candidate_lists_for(index, Config(index=dataclasses.replace(config, exact_lists_max=0)))
-    exact = candidate_lists_for(index, Config(index=config))
+    searched = build_candidate_lists(index, WIDTH)
+    exact = build_candidate_lists(index, WIDTH, exact=True)
     assert _recall(searched, vectors) < 0.99  # the graph alone misses some
     assert _recall(exact, vectors) == 1.0
     assert not (exact == np.arange(len(vectors))[:, None]).any()  # never the article itself

@@ -139,7 +139,7 @@ def test_section_bonus_raises_precision(tmp_path):
     mixed.vectors = mixed.vectors + 3.0 * np.random.default_rng(1).normal(size=mixed.vectors.shape).astype(np.float32)
     mixed.vectors /= np.linalg.norm(mixed.vectors, axis=1, keepdims=True)
     rec = ev.build_recommender(mixed, tmp_path / "index")
-    text_only = {"min_similarity": -1.0, "half_life_days": None, "lexical_weight": 0.0, "neighbour_weight": 0.0}
+    text_only = {"min_similarity": -1.0, "half_life_days": None, "lexical_weight": 0.0}
     plain = ev.section_bonus_boxes(rec, mixed, mixed.ids, 2, 0.0, **text_only)
     assert plain == ev.recommender_boxes(rec, mixed.ids, 2, section_bonus=0.0, **text_only)
     bonus = ev.section_bonus_boxes(rec, mixed, mixed.ids, 2, 0.1, **text_only)

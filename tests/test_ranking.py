@@ -35,12 +35,24 @@ def test_recency_decay_halves_per_half_life():
     assert ranking.recency_decay(np.array([5.0]), None).tolist() == [0.0]
 
 
+def _scores(sims, ages, same_section=None, **kw):
+    args = dict(freshness_margin=0.03, half_life_days=30, section_bonus=0.0)
+    args.update(kw)
+    same = np.zeros(len(sims), bool) if same_section is None else np.asarray(same_section)
+    return ranking.scores(np.asarray(sims), np.asarray(ages), same, **args)
+
+
 def test_freshness_never_lifts_a_clearly_less_relevant_article_over_a_relevant_one():
-    sims = np.array([0.70, 0.60, 0.69])
-    ages = np.array([400.0, 0.0, 0.0])  # the most relevant is old, the others brand new
-    scores = ranking.freshness_scores(sims, ages, margin=0.03, half_life_days=30)
+    scores = _scores([0.70, 0.60, 0.69], [400.0, 0.0, 0.0])  # the most relevant is old, the others new
     assert scores[0] > scores[1]  # 0.10 less similar: freshness cannot make up for it
     assert scores[2] > scores[0]  # 0.01 less similar and fresh: freshness decides
+
+
+def test_section_bonus_reorders_near_ties_only():
+    scores = _scores([0.70, 0.69, 0.50], [0.0, 0.0, 0.0], [False, True, True], section_bonus=0.03,
+                     half_life_days=None)
+    assert scores[1] > scores[0]  # 0.01 apart: the source's section wins
+    assert scores[0] > scores[2]  # 0.20 apart: relevance wins
 
 
 def _unit(*rows):
@@ -48,108 +60,71 @@ def _unit(*rows):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def test_select_box_collapses_copies_of_a_story():
+def _select(rank, vectors, k, *, open_=None, title_keys=None, copies=None, mmr_lambda=1.0, duplicate=0.95):
+    """ranking.select for one source whose pool vectors are ``vectors``."""
+    rank = np.asarray(rank, dtype=np.float64)[None, :]
+    open_ = np.ones(rank.shape, bool) if open_ is None else np.asarray(open_)[None, :]
+    keys = np.zeros(rank.shape, np.int64) if title_keys is None else np.asarray(title_keys)[None, :]
+
+    def cosines_to(picks):
+        return (vectors @ vectors[picks[0]])[None, :]
+
+    def copies_any(candidates, picked):
+        return np.array([any(frozenset((int(c), int(p))) in copies for p in row)
+                         for (_, c), row in zip(candidates, picked)])
+
+    chosen = ranking.select(rank, open_, k, mmr_lambda=mmr_lambda, duplicate_similarity=duplicate,
+                            title_keys=keys, cosines_to=cosines_to, copies_any=copies_any if copies else None)
+    return [c for c in chosen[0].tolist() if c != ranking.NO_PICK]
+
+
+def test_select_collapses_copies_of_a_story():
     vectors = _unit([1, 0, 0], [1, 0.01, 0], [0.6, 0.8, 0])
-    chosen, dropped = ranking.select_box(
-        np.array([0.9, 0.89, 0.5]), vectors, 2, mmr_lambda=1.0, duplicate_similarity=0.95,
-        title_keys=np.zeros(3, np.int64))
-    assert chosen.tolist() == [0, 2] and dropped == 1
+    assert _select([0.9, 0.89, 0.5], vectors, 2) == [0, 2]
 
 
-def test_select_box_collapses_equal_headlines_and_copies_of_the_source():
+def test_select_collapses_equal_headlines_and_nothing_after_the_last_pick():
     vectors = _unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
-    keys = np.array([ranking.title_key("Six GRU officers charged"), ranking.title_key("six GRU officers charged!"), 0])
-    chosen, _ = ranking.select_box(np.array([0.9, 0.8, 0.7]), vectors, 3, mmr_lambda=1.0,
-                                   duplicate_similarity=0.95, title_keys=keys)
-    assert chosen.tolist() == [0, 2]
-    chosen, _ = ranking.select_box(np.array([0.9, 0.8, 0.7]), vectors, 3, mmr_lambda=1.0,
-                                   duplicate_similarity=0.95, title_keys=np.zeros(3, np.int64),
-                                   query_vector=_unit([1, 0, 0])[0])
-    assert chosen.tolist() == [1, 2]  # the source's own copy is never shown
+    assert _select([0.9, 0.8, 0.7], vectors, 2, title_keys=[7, 7, 0]) == [0, 2]
+    assert _select([0.9, 0.8, 0.7], vectors, 3, title_keys=[7, 7, 0]) == [0, 2]  # a short box, not a copy
 
 
-def test_select_box_collapses_text_copies_whatever_their_cosine():
-    vectors = _unit([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1])  # no cosine rule
-    scores = np.array([0.9, 0.8, 0.7, 0.6])
-    copy_pairs = {(0, 2), (2, 0)}  # items 0 and 2 are copies of each other
-    asked = []
+def test_the_source_story_is_closed_before_selection():
+    sims = np.array([[0.99, 0.8, 0.7]])
+    keys = np.array([[0, 5, 0]])
+    copies_source = np.array([[False, False, True]])
+    open_ = ranking.not_the_source_story(sims, keys, np.array([5]), copies_source, 0.95)
+    assert open_.tolist() == [[False, False, False]]  # near-identical, same headline, a text copy
+    assert ranking.not_the_source_story(sims, keys, np.array([0]), copies_source * 0, 0.995).tolist() == \
+        [[True, True, True]]  # no headline (key 0) matches nothing
 
-    def is_copy(i, chosen):
-        asked.append(i)
-        return any((i, c) in copy_pairs for c in chosen)
 
-    chosen, dropped = ranking.select_box(scores, vectors, 3, mmr_lambda=1.0, duplicate_similarity=0.95,
-                                         title_keys=np.zeros(4, np.int64), is_copy=is_copy)
-    assert chosen.tolist() == [0, 1, 3] and dropped == 1
-    assert asked == [1, 2, 3]  # only items about to be picked are checked, never the first
-    chosen, dropped = ranking.select_box(scores, vectors, 3, mmr_lambda=1.0, duplicate_similarity=0.95,
-                                         title_keys=np.zeros(4, np.int64), is_copy=is_copy,
-                                         source_copies=np.array([False, True, False, False]))
-    assert chosen.tolist() == [0, 3] and dropped == 2  # item 1 copies the source
+def test_select_drops_a_text_copy_of_a_pick_whatever_its_cosine():
+    vectors = _unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
+    assert _select([0.9, 0.8, 0.7], vectors, 2, copies={frozenset((0, 1))}) == [0, 2]
 
 
 def test_mmr_prefers_a_different_topic_over_a_redundant_one():
-    vectors = _unit([1, 0, 0], [0.9, 0.43, 0], [0, 0, 1])
-    scores = np.array([0.80, 0.79, 0.70])
-    by_score, _ = ranking.select_box(scores, vectors, 2, mmr_lambda=1.0, duplicate_similarity=0.99,
-                                     title_keys=np.zeros(3, np.int64))
-    diverse, _ = ranking.select_box(scores, vectors, 2, mmr_lambda=0.5, duplicate_similarity=0.99,
-                                    title_keys=np.zeros(3, np.int64))
-    assert by_score.tolist() == [0, 1] and diverse.tolist() == [0, 2]
+    vectors = _unit([1, 0, 0], [0.9, 0.3, 0], [0, 1, 0])
+    assert _select([0.9, 0.85, 0.8], vectors, 2, mmr_lambda=1.0, duplicate=0.999) == [0, 1]
+    assert _select([0.9, 0.85, 0.8], vectors, 2, mmr_lambda=0.5, duplicate=0.999) == [0, 2]
+
+
+def test_select_ranks_a_block_of_sources_each_on_its_own():
+    rank = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3]])
+    open_ = np.array([[True, True, True], [False, True, True]])
+    chosen = ranking.select(rank, open_, 2, mmr_lambda=1.0, duplicate_similarity=0.95,
+                            title_keys=np.zeros(rank.shape, np.int64),
+                            cosines_to=lambda picks: np.zeros(rank.shape))
+    assert chosen.tolist() == [[0, 1], [2, 1]]
 
 
 def test_title_key_ignores_case_and_punctuation_but_not_short_titles():
-    assert ranking.title_key("Trump signs order!") == ranking.title_key("trump  signs order")
+    assert ranking.title_key("NATO, Russia fail to agree!") == ranking.title_key("nato russia FAIL to agree")
     assert ranking.title_key("Photos") == 0
 
 
 def test_fallback_walks_orders_in_turn_skipping_taken_and_ineligible():
-    picked = ranking.fallback_positions(
-        [np.array([5, 4, 3]), np.array([9, 8, 5, 1])], 4, lambda block: block != 4, {3})
-    assert picked == [5, 9, 8, 1]
-
-
-@pytest.mark.parametrize("delta_days, relative_to, text", [
-    (3, "article", "published 3 days earlier"),
-    (-1, "article", "published 1 day later"),
-    (0.2, "article", "published the same day"),
-    (640, "article", "published 21 months earlier"),
-    (3, "now", "published 3 days ago"),
-])
-def test_age_wording(delta_days, relative_to, text):
-    assert ranking.describe_age(delta_days * DAY, relative_to) == text
-
-
-def test_reasons_name_similarity_section_age_and_fallback():
-    assert ranking.reasons_for(similarity=0.714, section="world", source_section="world",
-                               age_seconds=3 * DAY, age_relative_to="article", fallback=None) == \
-        ("similarity 0.71", "same section: world", "published 3 days earlier")
-    assert ranking.reasons_for(similarity=0.1, section="sport", source_section="world",
-                               age_seconds=np.nan, age_relative_to="now",
-                               fallback="recent article") == ("fallback: recent article",)
-
-
-def test_relevance_blends_terms_and_rewards_neighbourhood_consensus():
-    # source, then candidates a (close to source alone), b and c (close to each other and source)
-    embedding = np.array([[1.0, 0.62, 0.60, 0.60],
-                          [0.62, 1.0, 0.1, 0.1],
-                          [0.60, 0.1, 1.0, 0.9],
-                          [0.60, 0.1, 0.9, 1.0]])
-    rows = embedding.__getitem__
-    direct = ranking.relevance(rows, None, lexical_weight=0.5, neighbours=0, neighbour_weight=0.5)
-    np.testing.assert_allclose(direct, [0.62, 0.60, 0.60])
-    consensus = ranking.relevance(rows, None, lexical_weight=0, neighbours=3, neighbour_weight=0.5)
-    assert consensus[1] > consensus[0]  # b is backed by its neighbour c; a stands alone
-    lexical = np.eye(4)
-    lexical[0, 2] = lexical[2, 0] = 1.0  # b shares all its key terms with the source
-    blended = ranking.relevance(rows, lexical.__getitem__, lexical_weight=0.5, neighbours=0,
-                                neighbour_weight=0)
-    assert blended.argmax() == 1
-
-
-def test_section_bonus_reorders_near_ties_only():
-    scores = np.array([0.70, 0.69, 0.50])
-    codes = np.array([1, 2, 2])
-    boosted = ranking.section_scores(scores, codes, 2, 0.03)
-    assert boosted.argmax() == 1  # a near tie goes to the source's section
-    assert boosted[2] < boosted[0]  # a clearly less relevant one stays behind
+    first, second = np.array([5, 3, 1]), np.array([9, 5, 7, 2])
+    picked = ranking.fallback_order([first, second], 4, lambda block: block != 3, taken={1})
+    assert picked == [5, 9, 7, 2]

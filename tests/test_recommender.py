@@ -255,7 +255,7 @@ def test_snapshot_is_plain_files_with_manifest(seed_index):
     snapshot = (seed_index / "current").resolve()
     names = {p.name for p in snapshot.iterdir()}
     assert {"manifest.json", "index.faiss", "articles.json", "published.npy", "title_keys.npy",
-            "lexical_idf.npy", "lexical_ids.npy", "lexical_weights.npy"} <= names
+            "lexical_idf.npy", "term_ids.npy", "term_weights.npy"} <= names
     assert all(name.endswith((".json", ".npy", ".faiss")) for name in names)  # never a pickle
     manifest = json.loads((snapshot / "manifest.json").read_text())
     for key in ("format_version", "library_version", "model_id", "dimensions", "count",

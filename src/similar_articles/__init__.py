@@ -6,7 +6,7 @@ from .articles import Article
 from .config import Config, EncoderConfig, IndexConfig, RankingConfig
 from .errors import (ConfigError, IndexCorruptedError, IndexNotFoundError, InvalidArticleError,
                      ModelMismatchError, SimilarArticlesError, UnknownArticleError)
-from .items import Recommendation
+from .results import Recommendation
 from .recommender import Recommender, recommend
 
 __all__ = [

@@ -161,10 +161,6 @@ class RankingConfig:
         filled by the fallback instead, marked as such.
     lexical_weight: share of term overlap (top TF-IDF terms) in relevance, the rest
         being embedding cosine; 0 ranks by embeddings alone. Costs ~0.05 ms a call.
-    neighbours / neighbour_weight: relevance also counts how close a candidate is to
-        the source's ``neighbours`` best candidates (their consensus on what the story
-        is about), with this weight; 0 (the default) turns it off: on NewsArticles it
-        concentrated boxes on a few hub articles (Gini 0.45 at 0, 0.53 at 0.5).
     section_bonus: added to candidates of the source's section, so that among
         nearly equally relevant articles the same section comes first; 0 turns it off.
         Sites group news by section on purpose; on BBC News (section = topic) 0.03
@@ -199,8 +195,6 @@ class RankingConfig:
     candidates: int = 50
     min_similarity: float = 0.25
     lexical_weight: float = 0.5
-    neighbours: int = 5
-    neighbour_weight: float = 0.0
     section_bonus: float = 0.03
     freshness_margin: float = 0.03
     half_life_days: float | None = 30.0
@@ -218,10 +212,6 @@ class RankingConfig:
                "min_similarity", self.min_similarity, "a number in [-1, 1]")
         _check(_is_number(self.lexical_weight) and 0 <= self.lexical_weight <= 1,
                "lexical_weight", self.lexical_weight, "a number in [0, 1]")
-        _check(isinstance(self.neighbours, int) and not isinstance(self.neighbours, bool)
-               and 0 <= self.neighbours <= 1000, "neighbours", self.neighbours, "an integer in [0, 1000]")
-        _check(_is_number(self.neighbour_weight) and 0 <= self.neighbour_weight <= 1,
-               "neighbour_weight", self.neighbour_weight, "a number in [0, 1]")
         _check(_is_number(self.section_bonus) and 0 <= self.section_bonus <= 1,
                "section_bonus", self.section_bonus, "a number in [0, 1]")
         _check(_is_number(self.freshness_margin) and 0 <= self.freshness_margin <= 1,

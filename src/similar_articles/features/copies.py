@@ -50,8 +50,6 @@ SLOTS = BOTTOM + LEAD
 PAD = np.uint32(0xFFFF_FFFF)  # sorts last; real hashes are below it
 MIN_SAMPLES = 4  # fewer sampled shingles say nothing; the lower bound still counts
 SCHEME = 1  # bump when words, hashing or layout change: stored sketches stop comparing
-SKETCH_ARRAY = f"copy_sketch_v{SCHEME}"  # the snapshot's .npy names
-SHINGLES_ARRAY = f"copy_shingles_v{SCHEME}"
 
 _WORD_RE = re.compile(r"\w+")
 _FUNCTION_WORDS = frozenset(
@@ -187,16 +185,14 @@ def copies_pairwise(a_rows: np.ndarray, a_counts: np.ndarray, b_rows: np.ndarray
 
 def list_copy_bits(sketch_rows: np.ndarray, counts: np.ndarray, lists: np.ndarray, threshold: float, *,
                    block: int = 256, bar=None) -> np.ndarray:
-    """uint64 (n,): bit j of entry i set when the article at ``lists[i, j]`` is a copy of
-    article i (:func:`copies_pairwise`; lists: int32 positions, W <= 64 of them, -1 for
-    none, whose bit is never set). ``block`` articles at a time: 256 keep the arrays in
-    cache (4096 is ~1.2x slower). ``bar``: an optional tqdm-like object advanced per
-    article."""
+    """uint8 (n, ceil(W / 8)): bit j (little-endian within each byte, as
+    ``np.unpackbits(..., bitorder="little")`` reads it) of row i set when the article at
+    ``lists[i, j]`` is a copy of article i (:func:`copies_pairwise`; lists: int32
+    positions, -1 for none, whose bit is never set). Any width W. ``block`` articles at
+    a time: 256 keep the arrays in cache. ``bar``: an optional tqdm-like object
+    advanced per article."""
     n, width = lists.shape
-    if width > 64:
-        raise ValueError(f"a uint64 holds the copy bits of at most 64 candidates, lists have {width}")
-    bits = np.uint64(1) << np.arange(width, dtype=np.uint64)
-    out = np.zeros(n, dtype=np.uint64)
+    out = np.zeros((n, (width + 7) // 8), dtype=np.uint8)
     for start in range(0, n, block):
         rows = lists[start:start + block]
         sources, slots = np.nonzero(rows >= 0)
@@ -205,7 +201,12 @@ def list_copy_bits(sketch_rows: np.ndarray, counts: np.ndarray, lists: np.ndarra
                                sketch_rows[candidates], counts[candidates], threshold)
         flags = np.zeros(rows.shape, dtype=bool)
         flags[sources[copy], slots[copy]] = True
-        out[start:start + len(rows)] = np.bitwise_or.reduce(flags * bits, axis=1)
+        out[start:start + len(rows)] = np.packbits(flags, axis=1, bitorder="little")
         if bar is not None:
             bar.update(len(rows))
     return out
+
+
+def copy_flags(bits: np.ndarray, width: int) -> np.ndarray:
+    """The bool (..., width) flags that :func:`list_copy_bits` packed into ``bits``."""
+    return np.unpackbits(bits, axis=-1, count=width, bitorder="little").astype(bool)

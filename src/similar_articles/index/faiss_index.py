@@ -155,17 +155,16 @@ class FaissIndex:
             self._index.add(vectors)
 
     def search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._index is None:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
-        _single_thread()
-        sims, positions = self._index.search(query.reshape(1, -1), min(n, self._index.ntotal))
+        """search_many for one query: (similarities, positions), best first."""
+        sims, positions = self.search_many(np.asarray(query, dtype=np.float32).reshape(1, -1), n)
         return sims[0], positions[0]
 
     def search_many(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self._index is None:
             return (np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64))
-        with _AllCores():
+        # One query is fastest on one thread (OpenMP start-up costs more than it saves).
+        with _AllCores() if len(queries) > 1 else _OneCore():
             return self._index.search(queries, min(n, self._index.ntotal))
 
     @contextlib.contextmanager

@@ -1,0 +1,138 @@
+"""A build's read and encode stages, interleaved chunk by chunk so that article bodies
+never pile up: rows validated into articles, vectors from the cache (or given) and the
+model for what is missing, term counts and copy sketches from their cache."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..articles import Article
+from ..embedding import EmbeddingCache, Encoder, embed_articles, normalise_rows
+from ..sources import ArticleReader, RowError, Source
+from ..table import columns_of
+from .features import FeatureCache, LexicalPass, sketches_of
+from .report import ErrorSink, Stages
+
+
+class Gathered:
+    """What the index needs of each article, gathered chunk by chunk (no bodies)."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list] = {}
+        self.published: list[np.ndarray] = []
+        self.title_keys: list[np.ndarray] = []
+        self.vectors: list[np.ndarray] = []
+        self.sketches: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, articles: Sequence[Article], vectors: np.ndarray, sketches: tuple[np.ndarray, np.ndarray]) -> None:
+        columns, published, title_keys = columns_of(articles)
+        for name, values in columns.items():
+            self.columns.setdefault(name, []).extend(values)
+        self.published.append(published)
+        self.title_keys.append(title_keys)
+        self.vectors.append(vectors)
+        self.sketches.append(sketches)
+
+    def __len__(self) -> int:
+        return len(self.columns.get("ids", ()))
+
+
+def _vector_rows(rows: Iterable, column: str, last: list) -> Iterator:
+    """Take each row's precomputed vector out of the row. ArticleReader turns exactly one
+    row into one item before it asks for the next, so ``last`` (vector, row number)
+    belongs to that item."""
+    for number, row in rows:
+        last[:] = [None if isinstance(row, RowError) else row.pop(column, None), number]
+        yield number, row
+
+
+def _as_vector(value: Any, dim: int | None) -> np.ndarray | str:
+    """A row's vector as float32, or the reason it cannot be one."""
+    if value is None:
+        return "no vector in the vector column"
+    try:
+        vector = np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        return f"the vector is not a list of numbers ({type(value).__name__})"
+    if dim is not None and len(vector) != dim:
+        return f"the vector has {len(vector)} numbers, earlier rows {dim}"
+    if not np.isfinite(vector).all() or not vector.any():
+        return "the vector has NaN, infinite or only zero values"
+    return vector
+
+
+def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: EmbeddingCache | None,
+                    features: FeatureCache, terms: LexicalPass, stages: Stages, errors: ErrorSink, *,
+                    vector_column: str | None, chunk_rows: int, vectors: np.ndarray | None = None
+                    ) -> tuple[Gathered, int, int]:
+    """Stream every source, chunk by chunk: validate, then vectors from the cache (or
+    the rows' ``vector_column``, or ``vectors``: one checked row per article, in order)
+    and the model for what is missing, term counts and copy sketches. Returns what was
+    gathered, rows read and articles encoded."""
+    reader, table = ArticleReader(), Gathered()
+    given = iter(vectors) if vectors is not None else None
+    encoded = 0
+    read_bar = stages.bar("read", "rows")
+    encode_bar = stages.bar("encode", "articles", position=1)
+    pending: list[Article] = []
+    pending_vectors: list[np.ndarray] = []
+    dim: list[int | None] = [None]
+    encode_seconds = 0.0
+    chunks = [0]
+    started = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal encoded, encode_seconds
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        chunks[0] += 1
+        if vector_column is not None or given is not None:
+            vectors, fresh = normalise_rows(np.vstack(pending_vectors)), 0
+        else:
+            vectors, fresh = embed_articles(pending, encoder, cache=cache)
+        encoded += fresh
+        terms.add(pending)
+        table.add(pending, vectors, sketches_of(features, pending))
+        encode_bar.update(len(pending))
+        encode_bar.set_postfix_str(f"{encoded} encoded, {len(table) - encoded} reused")
+        pending.clear()
+        pending_vectors.clear()
+        encode_seconds += max(time.perf_counter() - t0, 1e-9)
+
+    try:
+        for source in sources:
+            last: list = [None, 0]
+            rows = source.rows()
+            if vector_column is not None:
+                rows = _vector_rows(rows, vector_column, last)
+            for item in reader.articles(source.name, rows):
+                read_bar.update(1)
+                if isinstance(item, RowError):
+                    errors.add(item)
+                    continue
+                if vector_column is not None:
+                    vector = _as_vector(last[0], dim[0])
+                    if isinstance(vector, str):
+                        errors.add(RowError(source.name, last[1], vector, item.id,
+                                            vector_column, kind="bad vector"))
+                        continue
+                    dim[0] = len(vector)
+                    pending_vectors.append(vector)
+                elif given is not None:
+                    pending_vectors.append(next(given))
+                pending.append(item)
+                if len(pending) >= chunk_rows:
+                    flush()
+        flush()
+    finally:
+        read_bar.close()
+        encode_bar.close()
+    stages.add("read", time.perf_counter() - started - encode_seconds)
+    stages.add("encode", encode_seconds)
+    return table, reader.rows_read, encoded
+
+

@@ -1,0 +1,68 @@
+"""The index a serving state reads: a loaded FAISS index that is never changed again,
+plus the vectors of articles added since, searched exactly. Adding makes a new one, so
+a call in flight keeps reading the rows it started with (FAISS's own add would move the
+buffer under a concurrent search)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import VectorIndex
+
+
+class LayeredIndex:
+    """``base`` (positions 0..n-1) and ``added`` float32 rows (positions n..); the
+    VectorIndex contract over both. Exact search over the added rows costs ~d
+    multiply-adds each: a few thousand added between builds cost well under a ms."""
+
+    def __init__(self, base: VectorIndex, added: np.ndarray | None = None):
+        self.base = base
+        self.dim = base.dim
+        self.kind = base.kind
+        self.added = np.zeros((0, base.dim), np.float32) if added is None else added
+        self._n = len(base)
+
+    def with_rows(self, vectors: np.ndarray) -> "LayeredIndex":
+        return LayeredIndex(self.base, np.vstack([self.added, np.asarray(vectors, dtype=np.float32)]))
+
+    def __len__(self) -> int:
+        return self._n + len(self.added)
+
+    def search_many(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        sims, positions = self.base.search_many(queries, n)
+        if not len(self.added):
+            return sims, positions
+        extra = np.asarray(queries, dtype=np.float32) @ self.added.T
+        sims = np.hstack([sims, extra])
+        positions = np.hstack([positions, np.broadcast_to(np.arange(self._n, len(self), dtype=np.int64),
+                                                          extra.shape)])
+        sims = np.where(positions >= 0, sims, -np.inf)
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :min(n, len(self))]
+        return np.take_along_axis(sims, top, 1), np.take_along_axis(positions, top, 1)
+
+    def vectors(self, positions: np.ndarray, *, all_cores: bool = False) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        if not len(self.added):
+            return self.base.vectors(positions, all_cores=all_cores)
+        out = np.empty((len(positions), self.dim), np.float32)
+        mine = positions >= self._n
+        out[~mine] = self.base.vectors(positions[~mine], all_cores=all_cores)
+        out[mine] = self.added[positions[mine] - self._n]
+        return out
+
+    def read_rows(self, positions: np.ndarray, *, all_cores: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self.added):
+            return self.base.read_rows(positions, all_cores=all_cores)
+        positions = np.asarray(positions, dtype=np.int64)
+        rows = self.vectors(np.maximum(positions, 0).reshape(-1), all_cores=all_cores)
+        where = np.arange(positions.size, dtype=np.int64).reshape(positions.shape)
+        where[positions < 0] = -1
+        return rows, where
+
+    def products_at(self, queries: np.ndarray, rows: np.ndarray, where: np.ndarray, *,
+                    all_cores: bool = False) -> np.ndarray:
+        return self.base.products_at(queries, rows, where, all_cores=all_cores)
+
+    def inner_products(self, queries: np.ndarray, positions: np.ndarray, *, all_cores: bool = False) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64).reshape(len(queries), -1)
+        return self.products_at(queries, *self.read_rows(positions, all_cores=all_cores), all_cores=all_cores)

@@ -1,0 +1,115 @@
+"""What a box holds: ``Recommendation`` items as frozen data, each with a structured
+``Reason`` rendered to words in one place (:meth:`Reason.words`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .pools import FALLBACK_KINDS, RankedBlock
+from .ranking import SECONDS_PER_DAY
+from .table import ArticleTable
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One item of a box. ``similarity`` is the cosine to the source article; ``score``
+    adds the term overlap and the freshness and section bonuses; ``reasons`` says why
+    the item is there; ``fallback`` marks an item filled in because too few related
+    articles passed the filters."""
+
+    id: str
+    title: str
+    url: str | None
+    published_at: datetime | None
+    section: str | None
+    score: float
+    similarity: float
+    reasons: tuple[str, ...]
+    fallback: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item as JSON-ready values, fields in declaration order."""
+        return {"id": self.id, "title": self.title, "url": self.url,
+                "published_at": self.published_at.isoformat() if self.published_at else None,
+                "section": self.section, "score": self.score, "similarity": self.similarity,
+                "reasons": list(self.reasons), "fallback": self.fallback}
+
+
+class Reason(NamedTuple):
+    """Why an item is in a box, as data. ``age_seconds``: the source's date minus the
+    item's (or now minus the item's, ``relative_to_now``, for an undated source); NaN
+    when the item is undated. ``fallback``: "" for a related item, else what filled it."""
+
+    similarity: float
+    shared_section: str | None
+    age_seconds: float
+    relative_to_now: bool
+    fallback: str
+
+    def words(self) -> tuple[str, ...]:
+        """The reasons an editor reads: ("similarity 0.64", "same section: world",
+        "published 7 days later"), or ("fallback: recent article", ...)."""
+        out = []
+        if self.fallback:
+            out.append(f"fallback: {self.fallback}")
+        elif math.isfinite(self.similarity):
+            out.append(f"similarity {round(self.similarity * 100.0) / 100:.2f}")
+        if self.shared_section:
+            out.append(f"same section: {self.shared_section}")
+        if not math.isnan(self.age_seconds):
+            out.append(age_words(self.age_seconds, self.relative_to_now))
+        return tuple(out)
+
+
+def age_words(delta_seconds: float, relative_to_now: bool) -> str:
+    """"published 3 days earlier" / "published 2 months ago" style wording."""
+    days = abs(delta_seconds) / SECONDS_PER_DAY
+    if days < 1:
+        span = "less than a day"
+    elif days < 60:
+        count = round(days)
+        span = f"{count} day{'s' if count != 1 else ''}"
+    elif days < 730:
+        span = f"{round(days / 30.4)} months"
+    else:
+        span = f"{round(days / 365.25)} years"
+    if relative_to_now:
+        return f"published {span} ago"
+    if days < 1:
+        return "published the same day"
+    return f"published {span} {'earlier' if delta_seconds > 0 else 'later'}"
+
+
+def boxes(table: ArticleTable, ranked: RankedBlock, source_published: np.ndarray,
+          source_sections: list[str | None], now: float) -> list[list[Recommendation]]:
+    """The Recommendations of every box of a ranked block, in block order."""
+    scores = np.round(ranked.scores.astype(np.float64), 4).tolist()
+    sims = np.round(ranked.similarities.astype(np.float64), 4).tolist()
+    out = []
+    for b, row in enumerate(ranked.positions.tolist()):
+        undated = math.isnan(source_published[b])
+        reference = now if undated else float(source_published[b])
+        box = []
+        for j, pos in enumerate(row):
+            if pos < 0:
+                continue
+            published = float(table.published[pos])
+            section = table.sections[pos]
+            fallback = FALLBACK_KINDS[ranked.kinds[b, j]]
+            if fallback == "recent in section":
+                fallback = f"recent in section {section}"
+            reason = Reason(float(ranked.similarities[b, j]), section if section and section == source_sections[b] else None,
+                            reference - published, undated, fallback)
+            box.append(Recommendation(table.ids[pos], table.titles[pos], table.urls[pos], _date(published), section,
+                                      scores[b][j], sims[b][j], reason.words(), bool(fallback)))
+        out.append(box)
+    return out
+
+
+def _date(published: float) -> datetime | None:
+    return None if math.isnan(published) else datetime.fromtimestamp(published, timezone.utc)

@@ -1,0 +1,106 @@
+"""The immutable serving state: everything a call reads, made from one snapshot.
+
+Adding, removing and reloading never change a state: they make a new one, which the
+Recommender swaps in with one reference assignment. A call takes the reference once and
+reads a consistent state to the end, with no lock; an add does its work (encoding,
+copying columns) before the swap, so no call waits for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .articles import Article
+from .artifacts import Artifacts, LoadedSnapshot
+from .config import Config
+from .errors import IndexCorruptedError, ModelMismatchError
+from .features import copies
+from .features.lexical import LexicalModel
+from .features.store import Rows, TextFeatures
+from .index import FaissIndex, LayeredIndex
+from .table import ArticleTable
+
+
+@dataclass(frozen=True)
+class NeighbourLists:
+    """Each built article's nearest others, found once at build time, and what a call
+    would otherwise compute for each listed pair: their term overlap and whether the
+    listed one copies the article (packed bits, for the build's ``copy_threshold``)."""
+
+    lists: np.ndarray  # int32 (built articles, width), -1 pads
+    overlap: np.ndarray | None  # float16 (built articles, width)
+    copy_bits: np.ndarray | None  # uint8 (built articles, ceil(width / 8))
+    copy_threshold: float | None
+
+    @property
+    def width(self) -> int:
+        return self.lists.shape[1]
+
+
+@dataclass(frozen=True)
+class ServingState:
+    table: ArticleTable
+    index: LayeredIndex
+    features: TextFeatures
+    neighbours: NeighbourLists | None
+    manifest: dict[str, Any]
+    path: Path | None
+
+    @classmethod
+    def from_snapshot(cls, snapshot: LoadedSnapshot, config: Config, model_id: str) -> "ServingState":
+        """Open a snapshot checked against the configured model."""
+        manifest = snapshot.manifest
+        if model_id != manifest.get("model_id"):
+            raise ModelMismatchError(
+                f"{snapshot.path} was built with model {manifest.get('model_id')!r} but {model_id!r} is "
+                "configured; rebuild the index with this model or load it without overriding the encoder")
+        index = FaissIndex.load(snapshot.index_path, manifest["index_kind"], config.index)
+        if len(index) != manifest["count"]:
+            raise IndexCorruptedError(f"{snapshot.path}: the manifest counts {manifest['count']} articles, the "
+                                      f"index holds {len(index)}; rebuild the index")
+        return cls.from_parts(snapshot.artifacts, index, manifest, config, snapshot.path)
+
+    @classmethod
+    def from_parts(cls, art: Artifacts, index: FaissIndex, manifest: dict[str, Any], config: Config,
+                   path: Path | None = None) -> "ServingState":
+        """A state over a snapshot's parts (loaded, or just built and not yet written)."""
+        table = ArticleTable.from_columns(art.metadata, art.published, art.title_keys)
+        features = TextFeatures(
+            LexicalModel(art.lexical_idf) if art.lexical_idf is not None else None,
+            *(Rows.of(a) if a is not None else None
+              for a in (art.term_ids, art.term_weights, art.copy_sketches, art.copy_shingles)))
+        neighbours = None
+        if art.neighbour_lists is not None and config.index.candidate_lists:
+            built = ((manifest.get("config") or {}).get("ranking") or {}).get("copy_containment")
+            neighbours = NeighbourLists(art.neighbour_lists, art.neighbour_overlap, art.neighbour_copies,
+                                        built if art.neighbour_copies is not None else None)
+        return cls(table, LayeredIndex(index), features, neighbours, manifest, path)
+
+    def with_added(self, articles: Sequence[Article], vectors: np.ndarray) -> "ServingState":
+        """A new state with ``articles`` (and their unit ``vectors``) added; a known id's
+        older version is replaced. They are in no neighbour list: boxes of listed
+        articles score them directly, and their own boxes search."""
+        if vectors.shape[1] != self.index.dim:
+            raise ModelMismatchError(f"new vectors have {vectors.shape[1]} dimensions, the index {self.index.dim}")
+        texts = [a.text for a in articles]
+        prints = self.features.lexical.transform(texts) if self.features.lexical is not None else None
+        sketches = copies.sketches([copies.copy_text(a.body, a.title) for a in articles]) \
+            if self.features.sketches is not None else None
+        return replace(self, table=self.table.with_added(articles), index=self.index.with_rows(vectors),
+                       features=self.features.with_rows(prints, sketches))
+
+    def with_removed(self, ids: Sequence[object]) -> tuple["ServingState", int]:
+        """A new state without the live articles among ``ids`` (unknown ids are
+        ignored), and how many were removed."""
+        positions = [p for p in (self.table.position_of(i) for i in ids) if p is not None]
+        if not positions:
+            return self, 0
+        return replace(self, table=self.table.with_removed(positions)), len(set(positions))
+
+    def listed_count(self) -> int:
+        """Articles with a neighbour list: those of the snapshot (0 without lists)."""
+        return 0 if self.neighbours is None else len(self.neighbours.lists)

@@ -1,0 +1,234 @@
+"""The article table: metadata columns aligned with index positions, id -> position,
+and which rows are live. Immutable: adding or removing articles makes a new table that
+shares every column it does not change.
+
+Text columns are numpy arrays, not lists of str: at a million articles lists cost ~700
+bytes an article, these ~370. The two columns every box item shows (titles, urls) hold
+str objects, which an item reads ~10x faster than a compact StringDType string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .articles import Article
+from .errors import UnknownArticleError
+from .ranking import NO_SECTION, recent_first, title_key
+
+COLUMNS = ("ids", "titles", "urls", "sections", "tags", "content_hashes")  # articles.json
+_SHOWN_COLUMNS = ("titles", "urls")
+_TAG_SEP = "\x1f"  # unit separator: never inside a tag after normalisation
+
+try:  # numpy >= 2: compact variable-width strings
+    from numpy.dtypes import StringDType
+
+    _TEXT = StringDType(na_object=None)
+except ImportError:  # pragma: no cover
+    _TEXT = np.dtype(object)
+
+
+def _column(name: str, values: Iterable[str | None]) -> np.ndarray:
+    values = values if isinstance(values, (list, np.ndarray)) else list(values)
+    return np.array(values, dtype=np.dtype(object) if name in _SHOWN_COLUMNS else _TEXT)
+
+
+class IdPositions:
+    """Article id -> position. A dict of a million ids costs ~150 bytes an article;
+    sorted 64-bit hashes of the id column and their positions cost 12. Ids added since
+    the snapshot live in a small dict that wins (a replaced article's new row)."""
+
+    def __init__(self, ids: np.ndarray, added: dict[str, int] | None = None, *, _sorted=None):
+        self._ids = ids
+        if _sorted is None:
+            hashes = np.fromiter((hash(i) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+            order = np.argsort(hashes, kind="stable")  # equal hashes keep position order
+            _sorted = hashes[order], order.astype(np.int32 if len(ids) < 2**31 else np.int64)
+        self._hashes, self._order = _sorted
+        self._added = added or {}
+
+    def with_added(self, ids: np.ndarray, added: dict[str, int]) -> "IdPositions":
+        """The mapping over the longer column ``ids``, with ``added`` ids at their rows."""
+        return IdPositions(ids, {**self._added, **added}, _sorted=(self._hashes, self._order))
+
+    def get(self, article_id: object) -> int | None:
+        found = self._added.get(article_id) if isinstance(article_id, str) else None
+        if found is not None or not isinstance(article_id, str):
+            return found
+        h = hash(article_id)
+        i = int(np.searchsorted(self._hashes, h))
+        while i < len(self._hashes) and self._hashes[i] == h:
+            pos = int(self._order[i])
+            if self._ids[pos] == article_id:
+                found = pos  # the last match is the newest version
+            i += 1
+        return found
+
+    def get_many(self, ids: Sequence[object]) -> np.ndarray:
+        """Positions of ``ids``, -1 for unknown ones: one vectorised lookup."""
+        texts = [i if isinstance(i, str) else "" for i in ids]
+        positions = np.full(len(texts), -1, dtype=np.int64)
+        checked = np.zeros(len(texts), dtype=bool)
+        if len(self._hashes) and texts:
+            wanted = np.fromiter(map(hash, texts), dtype=np.int64, count=len(texts))
+            # The last entry with the hash is the newest article having it; anything
+            # else (a collision, an added id, not a string) asks get().
+            at = np.maximum(np.searchsorted(self._hashes, wanted, side="right") - 1, 0)
+            positions = self._order[at].astype(np.int64)
+            checked = (self._hashes[at] == wanted) & (self._ids[positions] == np.array(texts, dtype=self._ids.dtype))
+            positions[~checked] = -1
+        for i in np.flatnonzero(~checked | bool(self._added)).tolist():
+            found = self.get(ids[i])
+            positions[i] = -1 if found is None else found
+        return positions
+
+
+@dataclass(frozen=True)
+class ArticleTable:
+    """Columns by index position (``table.titles[pos]`` is a str or None), the live
+    mask and the orders the fallback walks. Build one with :meth:`of` or
+    :meth:`from_columns`; never change one in place."""
+
+    ids: np.ndarray
+    titles: np.ndarray
+    urls: np.ndarray
+    sections: np.ndarray
+    tags: np.ndarray  # each article's tags joined by _TAG_SEP
+    content_hashes: np.ndarray
+    published: np.ndarray  # float64 epoch seconds, NaN when undated
+    title_keys: np.ndarray  # int64, title_key of each title
+    section_names: tuple[str, ...]
+    section_codes: np.ndarray  # int32 index into section_names, NO_SECTION for none
+    alive: np.ndarray  # bool: False once removed or replaced
+    positions: IdPositions
+    recent_order: np.ndarray  # positions newest first
+    recent_by_section: tuple[np.ndarray, ...]  # the same, per section code
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, Sequence], published: np.ndarray, title_keys: np.ndarray,
+                     alive: np.ndarray | None = None) -> "ArticleTable":
+        """A table from articles.json's columns and the snapshot's arrays."""
+        made = {name: _column(name, [_TAG_SEP.join(t) for t in columns[name]] if name == "tags" else columns[name])
+                for name in COLUMNS}
+        sections = made["sections"].tolist()
+        names = tuple(sorted({s for s in sections if s}))
+        code_of = {name: code for code, name in enumerate(names)}
+        codes = np.array([code_of[s] if s else NO_SECTION for s in sections], dtype=np.int32)
+        published = np.asarray(published, dtype=np.float64)
+        order = recent_first(published)
+        return cls(**made, published=published, title_keys=np.asarray(title_keys, dtype=np.int64),
+                   section_names=names, section_codes=codes,
+                   alive=np.ones(len(published), dtype=bool) if alive is None else alive,
+                   positions=IdPositions(made["ids"]), recent_order=order,
+                   recent_by_section=_by_section(order, codes, len(names)))
+
+    @classmethod
+    def of(cls, articles: Sequence[Article]) -> "ArticleTable":
+        return cls.from_columns(*columns_of(articles))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # ------------------------------------------------------------------ lookups
+    def position_of(self, article_id: object) -> int | None:
+        """The live row of ``article_id``, or None."""
+        pos = self.positions.get(article_id)
+        return pos if pos is not None and self.alive[pos] else None
+
+    def require(self, ids: Sequence[object]) -> np.ndarray:
+        """Live positions of ``ids``; UnknownArticleError names the first missing one."""
+        positions = self.positions.get_many(ids)
+        missing = (positions < 0) | ~self.alive[np.maximum(positions, 0)]
+        if missing.any():
+            raise UnknownArticleError(
+                f"article id {ids[int(np.argmax(missing))]!r} is not in the index; pass the article "
+                "itself (a dict with title and body) to get a box for an unseen article")
+        return positions
+
+    def live_positions(self) -> np.ndarray:
+        """Positions of live articles, in index order (a replaced row is not live)."""
+        return np.flatnonzero(self.alive)
+
+    def section_code(self, name: str | None) -> int:
+        if not name:
+            return NO_SECTION
+        try:
+            return self.section_names.index(name)
+        except ValueError:
+            return NO_SECTION
+
+    def section_codes_of(self, names: Iterable[str]) -> np.ndarray:
+        """Codes of the named sections this table has (unknown names match nothing)."""
+        return np.array([self.section_names.index(s) for s in names if s in self.section_names], dtype=np.int32)
+
+    def tags_at(self, pos: int) -> list[str]:
+        value = self.tags[pos]
+        return value.split(_TAG_SEP) if value else []
+
+    def metadata(self) -> dict[str, list]:
+        """The columns articles.json stores."""
+        out = {name: getattr(self, name).tolist() for name in COLUMNS}
+        out["tags"] = [t.split(_TAG_SEP) if t else [] for t in out["tags"]]
+        return out
+
+    # ------------------------------------------------------------------ new tables
+    def with_added(self, articles: Sequence[Article]) -> "ArticleTable":
+        """This table with ``articles`` appended; a known id's older row stops being live.
+        Costs a copy of each column (tens of ms at a million articles): calls on the old
+        table go on meanwhile, since nothing is changed in place."""
+        columns, published, title_keys = columns_of(articles)
+        start = len(self)
+        made = {name: np.concatenate([getattr(self, name), _column(
+            name, [_TAG_SEP.join(t) for t in columns[name]] if name == "tags" else columns[name])])
+            for name in COLUMNS}
+        names = self.section_names + tuple(sorted({s for s in columns["sections"] if s} - set(self.section_names)))
+        codes = np.array([names.index(s) if s else NO_SECTION for s in columns["sections"]], dtype=np.int32)
+        alive = np.concatenate([self.alive, np.ones(len(articles), dtype=bool)])
+        added = {}
+        for offset, article in enumerate(articles):
+            old = self.positions.get(article.id) if article.id not in added else added[article.id]
+            if old is not None:
+                alive[old] = False  # the new version replaces it
+            added[article.id] = start + offset
+        all_published = np.concatenate([self.published, published])
+        all_codes = np.concatenate([self.section_codes, codes])
+        order = _insert_recent(self.recent_order, all_published, start)
+        return replace(self, **made, published=all_published, title_keys=np.concatenate([self.title_keys, title_keys]),
+                       section_names=names, section_codes=all_codes, alive=alive,
+                       positions=self.positions.with_added(made["ids"], added), recent_order=order,
+                       recent_by_section=_by_section(order, all_codes, len(names)))
+
+    def with_removed(self, positions: Sequence[int]) -> "ArticleTable":
+        alive = self.alive.copy()
+        alive[np.asarray(positions, dtype=np.int64)] = False
+        return replace(self, alive=alive)
+
+
+def columns_of(articles: Sequence[Article]) -> tuple[dict[str, list], np.ndarray, np.ndarray]:
+    """articles.json's columns and the published / title_keys arrays of ``articles``."""
+    columns = {
+        "ids": [a.id for a in articles], "titles": [a.title for a in articles],
+        "urls": [a.url for a in articles], "sections": [a.section for a in articles],
+        "tags": [list(a.tags) for a in articles], "content_hashes": [a.content_hash for a in articles],
+    }
+    published = np.array([a.published_at.timestamp() if a.published_at else np.nan for a in articles],
+                         dtype=np.float64)
+    keys = np.array([title_key(a.title) for a in articles], dtype=np.int64)
+    return columns, published, keys
+
+
+def _by_section(order: np.ndarray, codes: np.ndarray, n_sections: int) -> tuple[np.ndarray, ...]:
+    in_order = codes[order]
+    return tuple(order[in_order == code] for code in range(n_sections))
+
+
+def _insert_recent(order: np.ndarray, published: np.ndarray, start: int) -> np.ndarray:
+    """``order`` (newest first over rows before ``start``) with rows from ``start`` on
+    placed where they belong: a search and an insert, not a sort of the archive."""
+    new = np.arange(start, len(published))
+    key = np.where(np.isnan(published), -np.inf, published)
+    new = new[np.argsort(-key[new], kind="stable")]
+    at = np.searchsorted(key[order][::-1], key[new], side="left")  # ascending view of the order
+    return np.insert(order, len(order) - at, new).astype(order.dtype)
