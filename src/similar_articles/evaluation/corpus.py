@@ -16,7 +16,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import Article, Config, Recommender
+from ..articles import Article
+from ..config import Config
+from ..recommender import Recommender
 from ..ranking import title_key
 
 

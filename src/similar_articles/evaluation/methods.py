@@ -12,7 +12,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import Recommendation, Recommender
+from ..recommender import Recommender
+from ..results import Recommendation
 from ..ranking import recent_first
 from .corpus import Boxes, EvalCorpus
 

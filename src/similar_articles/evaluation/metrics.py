@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import Recommendation
+from ..results import Recommendation
 from ..ranking import SECONDS_PER_DAY
 from .corpus import Boxes, EvalCorpus
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .. import Recommender
+from ..recommender import Recommender
 from .corpus import Boxes, EvalCorpus, build_recommender, load_corpus
 from .methods import (encoder_boxes, random_boxes, recent_in_section_boxes, recommender_boxes,
                       section_bonus_boxes, tfidf_boxes, tfidf_matrix)

@@ -44,3 +44,14 @@ class BuildableIndex(VectorIndex, Protocol):
     def add(self, vectors: np.ndarray) -> None: ...
 
     def save(self, path: Path) -> None: ...
+
+
+def gathered_rows(index: VectorIndex, positions: np.ndarray, *, all_cores: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``read_rows`` by gathering: a float32 copy of the rows at ``positions`` (any
+    shape) and ``where``, each position's row in it (-1 where a position is negative)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    rows = index.vectors(np.maximum(positions, 0).reshape(-1), all_cores=all_cores)
+    where = np.arange(positions.size, dtype=np.int64).reshape(positions.shape)
+    where[positions < 0] = -1
+    return rows, where

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import IndexConfig
 from ..errors import ConfigError, IndexCorruptedError
+from .base import gathered_rows
 
 _CORES = os.cpu_count() or 1
 
@@ -234,10 +235,7 @@ class FaissIndex:
         rows = self._float_rows()
         if rows is not None:
             return rows, positions
-        rows = self.vectors(np.maximum(positions, 0).reshape(-1), all_cores=all_cores)
-        where = np.arange(positions.size, dtype=np.int64).reshape(positions.shape)
-        where[positions < 0] = -1
-        return rows, where
+        return gathered_rows(self, positions, all_cores=all_cores)
 
     def products_at(self, queries: np.ndarray, rows: np.ndarray, where: np.ndarray, *,
                     all_cores: bool = False) -> np.ndarray:

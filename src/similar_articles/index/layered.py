@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import VectorIndex
+from .base import VectorIndex, gathered_rows
 
 
 class LayeredIndex:
@@ -53,11 +53,7 @@ class LayeredIndex:
     def read_rows(self, positions: np.ndarray, *, all_cores: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if not len(self.added):
             return self.base.read_rows(positions, all_cores=all_cores)
-        positions = np.asarray(positions, dtype=np.int64)
-        rows = self.vectors(np.maximum(positions, 0).reshape(-1), all_cores=all_cores)
-        where = np.arange(positions.size, dtype=np.int64).reshape(positions.shape)
-        where[positions < 0] = -1
-        return rows, where
+        return gathered_rows(self, positions, all_cores=all_cores)
 
     def products_at(self, queries: np.ndarray, rows: np.ndarray, where: np.ndarray, *,
                     all_cores: bool = False) -> np.ndarray:

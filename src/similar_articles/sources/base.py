@@ -112,7 +112,7 @@ class Source:
 
 
 # ------------------------------------------------------------------ optional libraries
-def _import(module: str, package: str, purpose: str):
+def import_optional(module: str, package: str, purpose: str):
     import importlib
 
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import ConfigError
-from .base import CHUNK_ROWS, Row, RowError, Source, SourceError, _import
+from .base import CHUNK_ROWS, Row, RowError, Source, SourceError, import_optional
 
 # A CSV field may hold a whole article body; Python's default limit is 128 KB.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -127,7 +127,7 @@ def _has_surrogates(text: str) -> bool:
 
 
 def _parquet_file(path: Path):
-    pq = _import("pyarrow.parquet", "pyarrow", "to read Parquet files")
+    pq = import_optional("pyarrow.parquet", "pyarrow", "to read Parquet files")
     try:
         # pre_buffer=False: with it, the reader keeps every column chunk it has read
         # until the file is closed (364 MB after 100k rows with a vector column).

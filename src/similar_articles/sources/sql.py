@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from ..errors import ConfigError
-from .base import CHUNK_ROWS, Row, Source, SourceError, _import
+from .base import CHUNK_ROWS, Row, Source, SourceError, import_optional
 
 
 class SqlSource(Source):
@@ -28,7 +28,7 @@ class SqlSource(Source):
         self.name = f"sql:{self._safe_url()} " + (f"table {table}" if table else "query")
 
     def _safe_url(self) -> str:
-        sa = _import("sqlalchemy", "sqlalchemy", "to read from SQL databases")
+        sa = import_optional("sqlalchemy", "sqlalchemy", "to read from SQL databases")
         try:
             return sa.engine.make_url(self.url).render_as_string(hide_password=True)
         except Exception:
@@ -37,7 +37,7 @@ class SqlSource(Source):
 
     def _engine_now(self):
         if self._engine is None:
-            sa = _import("sqlalchemy", "sqlalchemy", "to read from SQL databases")
+            sa = import_optional("sqlalchemy", "sqlalchemy", "to read from SQL databases")
             try:
                 self._engine = sa.create_engine(self.url)
             except ModuleNotFoundError as exc:
@@ -48,7 +48,7 @@ class SqlSource(Source):
         return self._engine
 
     def _statement(self, connection):
-        sa = _import("sqlalchemy", "sqlalchemy", "to read from SQL databases")
+        sa = import_optional("sqlalchemy", "sqlalchemy", "to read from SQL databases")
         if self.query is not None:
             return sa.text(self.query)
         schema, _, name = self.table.rpartition(".")
