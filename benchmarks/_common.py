@@ -134,7 +134,7 @@ def news_articles():
     """(Articles, vectors) of the real NewsArticles corpus, vectors from the shared
     cache (encoded once, ~2 min, by whichever benchmark or test gets there first)."""
     from similar_articles.paths import data_dir
-from similar_articles.datasets import load_news_articles
+    from similar_articles.datasets import load_news_articles
     from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
     from similar_articles.recommender import parse_articles
 
@@ -150,7 +150,7 @@ from similar_articles.datasets import load_news_articles
 def bbc_articles(encoder=None):
     """(Articles, topic labels, vectors) of BBC News through the shared cache."""
     from similar_articles.paths import data_dir
-from similar_articles.datasets import load_bbc
+    from similar_articles.datasets import load_bbc
     from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
     from similar_articles.recommender import parse_articles
 

@@ -57,7 +57,7 @@ def main() -> None:
     from similar_articles.articles import Article
     from similar_articles.config import EncoderConfig
     from similar_articles.paths import data_dir
-from similar_articles.datasets import load_bbc, load_news_articles
+    from similar_articles.datasets import load_bbc, load_news_articles
     from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
 
     C.print_machine("bench_encode: encoder back-ends")

@@ -73,7 +73,7 @@ def run_peer(peer: str, part: int, size: int, queries: int, work: Path, texts_n:
     rng = np.random.default_rng(0)
     if part in (0, 1):
         from similar_articles.paths import data_dir
-from similar_articles.datasets import load_bbc
+        from similar_articles.datasets import load_bbc
         from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
 
         rows = load_bbc().rows
