@@ -299,11 +299,15 @@ def test_process_wide_recommend_reads_the_environment(monkeypatch, seed_index):
 
 
 def test_positions_of_many_ids_are_those_of_each_id():
-    from similar_articles.recommender import _Positions, _text_column
+    import numpy as np
 
-    positions = _Positions(_text_column(["a", "b", "a", "c"]))  # "a" replaced: the newest wins
-    positions["d"] = 9  # added after load
+    from similar_articles.table import IdPositions
+
+    ids = np.array(["a", "b", "a", "c"], dtype=object)
+    positions = IdPositions(ids)  # "a" repeated: the newest row wins
+    grown = positions.with_added(np.array(["a", "b", "a", "c", "x", "d"], dtype=object), {"d": 5})
     asked = ["a", "b", "c", "d", "missing", "", 5]
-    assert positions.get_many(asked).tolist() == [2, 1, 3, 9, -1, -1, -1]
-    assert positions.get_many(asked).tolist() == [positions.get(i, -1) for i in asked]
-    assert _Positions(_text_column([])).get_many(["a"]).tolist() == [-1]
+    assert grown.get_many(asked).tolist() == [2, 1, 3, 5, -1, -1, -1]
+    assert grown.get_many(asked).tolist() == [-1 if grown.get(i) is None else grown.get(i) for i in asked]
+    assert positions.get("d") is None  # the mapping it grew from is unchanged
+    assert IdPositions(np.array([], dtype=object)).get_many(["a"]).tolist() == [-1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -54,7 +55,11 @@ def write_boxes(rec: Recommender, out: str | os.PathLike, *, fmt: str | None = N
     ids = pinned.ids()
     writer = _ParquetRows if fmt == "parquet" else _JsonLines
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    # A staging file of its own (two exports to one path, even from one process, never
+    # share one), renamed over ``out`` only when whole.
+    fd, staging_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    staging = Path(staging_name)
     try:
         with writer(staging) as file, tqdm(total=len(ids), unit="article", desc="export",
                                            disable=None if progress is None else not progress) as bar:
@@ -63,6 +68,7 @@ def write_boxes(rec: Recommender, out: str | os.PathLike, *, fmt: str | None = N
             for (start, stop), encoded in zip(batches, _encoded_batches(job, batches, processes)):
                 file.put(encoded)
                 bar.update(stop - start)
+        os.chmod(staging, 0o644)  # mkstemp's file is private; a web server or PHP reads this one
         os.replace(staging, out)  # readers never see half a file
     finally:
         staging.unlink(missing_ok=True)

@@ -204,9 +204,13 @@ class Recommender:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} is invalid: give a positive number of articles")
+        _check_k(k)
         state = self._serving()
         positions = state.table.require(list(ids))
         now = now or datetime.now(timezone.utc)
+        # Iterables are read once, for every block.
+        exclude_ids = exclude_ids if isinstance(exclude_ids, str) else tuple(exclude_ids)
+        sections = sections if sections is None or isinstance(sections, str) else tuple(sections)
         out: list[list[Recommendation]] = []
         for start in range(0, len(positions), batch_size):
             block = positions[start:start + batch_size]
@@ -219,7 +223,7 @@ class Recommender:
         """The one ranking path, from a call's arguments to its Recommendations."""
         k = _check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
-        now_ts = (now or datetime.now(timezone.utc)).timestamp()
+        now_ts = _utc(now or datetime.now(timezone.utc)).timestamp()
         if isinstance(exclude_ids, str):
             raise ConfigError(f"exclude_ids={exclude_ids!r} is a single string: give a list of ids")
         if isinstance(sections, str):
@@ -308,6 +312,11 @@ def parse_articles(rows: Iterable[ArticleLike]) -> list[Article]:
         seen[article.id] = number
         articles.append(article)
     return articles
+
+
+def _utc(when: datetime) -> datetime:
+    """A naive time read as UTC, as naive article dates and the CLI's --now are."""
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
 
 
 def _check_k(k: Any) -> int:
