@@ -36,8 +36,11 @@ class Sources(NamedTuple):
     published: np.ndarray  # float64 epoch seconds, NaN when undated
     section_codes: np.ndarray  # int32, ranking.NO_SECTION when none (or unknown to the table)
     title_keys: np.ndarray  # int64
-    prints: Fingerprints | None  # lexical fingerprints, None without lexical features
-    sketches: tuple[np.ndarray, np.ndarray] | None  # copy sketches and shingle counts
+    # Lexical fingerprints and copy sketches (with shingle counts) of unseen sources;
+    # None for indexed ones, whose rows are read from the state when a call needs them
+    # (most calls do not: their pairs' overlaps and copy bits are stored).
+    prints: Fingerprints | None
+    sketches: tuple[np.ndarray, np.ndarray] | None
     listed: np.ndarray  # bool: its neighbour list and stored pair features apply
 
 
@@ -64,12 +67,9 @@ class RankedBlock(NamedTuple):
 
 def indexed_sources(state: ServingState, positions: np.ndarray) -> Sources:
     """Sources for indexed articles at ``positions``."""
-    table, features = state.table, state.features
+    table = state.table
     return Sources(positions, state.index.vectors(positions), table.published[positions],
-                   table.section_codes[positions], table.title_keys[positions],
-                   features.prints(positions) if features.term_ids is not None else None,
-                   (features.sketches.take(positions), features.shingles.take(positions))
-                   if features.sketches is not None else None,
+                   table.section_codes[positions], table.title_keys[positions], None, None,
                    positions < state.listed_count())
 
 
@@ -81,12 +81,16 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     fetch = fetch or max(settings.candidates, 4 * k)
     need = min(settings.candidates, 4 * k)
     index, table = state.index, state.table
-    positions, slots, exhausted = _pool(state, sources, fetch, search)
+    listed = _listable(state, sources, fetch, search)
+    if 0 < listed.sum() < len(listed):  # a block of one kind at a time
+        return _split(state, sources, request, listed, {"fetch": fetch}, {"search": True, "fetch": fetch})
+    positions, slots, exhausted = _pool(state, sources, fetch, bool(listed.any()))
 
     rows, where = index.read_rows(positions, all_cores=len(positions) >= 32)
     sims = index.products_at(sources.vectors, rows, where, all_cores=len(positions) >= 32)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
-    positions, slots, sims, where = (np.take_along_axis(a, order, 1) for a in (positions, slots, sims, where))
+    each = np.arange(len(order))[:, None]
+    positions, slots, sims, where = positions[each, order], slots[each, order], sims[each, order], where[each, order]
     valid = positions >= 0
     reference = _reference(sources, request)
     ok = ranking.eligible(positions, alive=table.alive, published=table.published, now=request.now,
@@ -99,11 +103,14 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     lowest = np.where(valid, sims, np.inf).min(axis=1, initial=np.inf)
     complete = exhausted | (lowest < settings.min_similarity)
     short = (ok.sum(axis=1) < need) & ~complete
-    if short.any() and (not search or (fetch < MAX_FETCH and fetch < len(index))):
-        return _rerank(state, sources, request, short, search, fetch)
+    if short.any() and (listed.any() or (fetch < MAX_FETCH and fetch < len(index))):
+        # Filters left too few: search (four times wider if this already was a search).
+        return _split(state, sources, request, short,
+                      {"search": True, "fetch": fetch if listed.any() else 4 * fetch},
+                      {"search": not listed.any(), "fetch": fetch})
 
     relevance = sims
-    if sources.prints is not None and settings.lexical_weight > 0:
+    if state.features.lexical is not None and settings.lexical_weight > 0:
         relevance = ranking.blend(sims, _overlap(state, sources, positions, slots, ok), settings.lexical_weight)
     age_days = (reference[:, None] - table.published[np.maximum(positions, 0)]) / ranking.SECONDS_PER_DAY
     same_section = (table.section_codes[np.maximum(positions, 0)] == sources.section_codes[:, None]) & \
@@ -123,50 +130,50 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     return block
 
 
-def _pool(state: ServingState, sources: Sources, fetch: int, search: bool
+def _listable(state: ServingState, sources: Sources, fetch: int, search: bool) -> np.ndarray:
+    """Which sources' pools are their neighbour lists (plus the articles added since)."""
+    neighbours = state.neighbours
+    if search or neighbours is None or fetch > neighbours.width or \
+            len(state.index) - state.listed_count() > MAX_UNLISTED:
+        return np.zeros(len(sources.positions), dtype=bool)
+    return sources.listed
+
+
+def _pool(state: ServingState, sources: Sources, fetch: int, listed: bool
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(positions, list slots (-1: not from the list), exhausted) of each source's pool:
-    its list and the articles added since, or a search."""
-    lists = state.neighbours.lists if state.neighbours is not None else None
-    unlisted = len(state.index) - state.listed_count()
-    listed = sources.listed & (not search) & (lists is not None) & (unlisted <= MAX_UNLISTED)
-    if lists is not None:
-        listed &= fetch <= lists.shape[1]
-    width = max(lists.shape[1] + unlisted if listed.any() else 0, fetch if (~listed).any() else 0)
-    positions = np.full((len(listed), width), -1, dtype=np.int64)
-    slots = np.full((len(listed), width), -1, dtype=np.int64)
-    exhausted = np.zeros(len(listed), dtype=bool)
-    if listed.any():
-        at = np.flatnonzero(listed)
-        rows = lists[sources.positions[at]]
-        positions[at, :rows.shape[1]] = rows
-        slots[at, :rows.shape[1]] = np.where(rows >= 0, np.arange(rows.shape[1]), -1)
-        positions[at, rows.shape[1]:rows.shape[1] + unlisted] = np.arange(state.listed_count(), len(state.index))
-        exhausted[at] = (rows < 0).any(axis=1)  # a short list held every article there was
-    if (~listed).any():
-        at = np.flatnonzero(~listed)
-        _, found = state.index.search_many(sources.vectors[at], fetch)
-        positions[at, :found.shape[1]] = found
-        exhausted[at] = (found < 0).any(axis=1) | (found.shape[1] < fetch)
-    return positions, slots, exhausted
+    its list and the articles added since (``listed``), or a search."""
+    if not listed:
+        _, positions = state.index.search_many(sources.vectors, fetch)
+        exhausted = (positions < 0).any(axis=1) | (positions.shape[1] < fetch)
+        return positions, np.full(positions.shape, -1), exhausted
+    rows = state.neighbours.lists[sources.positions]
+    exhausted = (rows < 0).any(axis=1)  # a short list held every article there was
+    slots = np.arange(rows.shape[1])
+    positions = rows.astype(np.int64)
+    added = np.arange(state.listed_count(), len(state.index))
+    if len(added):
+        positions = np.hstack([positions, np.broadcast_to(added, (len(rows), len(added)))])
+        slots = np.concatenate([slots, np.full(len(added), -1)])
+    return positions, np.broadcast_to(slots, positions.shape), exhausted
 
 
-def _rerank(state: ServingState, sources: Sources, request: Request, short: np.ndarray, searched: bool,
-            fetch: int) -> RankedBlock:
-    """Rank the ``short`` sources again from a search (four times wider if this already
-    was one), the others as they are; the boxes in the sources' order."""
-    def part(mask: np.ndarray, **how) -> RankedBlock:
-        return rank_block(state, Sources(*(None if f is None else (tuple(a[mask] for a in f)) if isinstance(f, tuple)
-                                           else f.take(np.flatnonzero(mask)) if isinstance(f, Fingerprints)
-                                           else f[mask] for f in sources)), request, **how)
+def _split(state: ServingState, sources: Sources, request: Request, mask: np.ndarray, first: dict,
+           rest: dict) -> RankedBlock:
+    """The boxes of sources[mask] ranked with the options ``first``, the others with
+    ``rest``, in the sources' order."""
+    def part(which: np.ndarray, how: dict) -> RankedBlock:
+        at = np.flatnonzero(which)
+        subset = Sources(*(None if f is None else tuple(a[at] for a in f) if isinstance(f, tuple)
+                           else f.take(at) if isinstance(f, Fingerprints) else f[at] for f in sources))
+        return rank_block(state, subset, request, **how)
 
-    widened = part(short, search=True, fetch=fetch * 4 if searched else fetch)
-    rest = part(~short, search=searched, fetch=fetch) if (~short).any() else None
-    out = RankedBlock(*(np.empty((len(short), request.k), a.dtype) for a in widened))
-    for block, mask in ((widened, short), (rest, ~short)):
-        if block is not None:
-            for mine, theirs in zip(out, block):
-                mine[mask] = theirs
+    out = RankedBlock(np.full((len(mask), request.k), ranking.NO_PICK), np.zeros((len(mask), request.k)),
+                      np.zeros((len(mask), request.k)), np.zeros((len(mask), request.k), np.int8))
+    for which, how in ((mask, first), (~mask, rest)):
+        if which.any():
+            for mine, theirs in zip(out, part(which, how)):
+                mine[which] = theirs
     return out
 
 
@@ -190,7 +197,9 @@ def _overlap(state: ServingState, sources: Sources, positions: np.ndarray, slots
     todo = np.flatnonzero((ok & ~from_list).any(axis=1))
     if len(todo):
         pool = state.features.prints(np.maximum(positions[todo], 0))
-        computed = overlaps(sources.prints.ids[todo], sources.prints.weights[todo], pool.ids, pool.weights)
+        own = sources.prints.take(todo) if sources.prints is not None else \
+            state.features.prints(sources.positions[todo])
+        computed = overlaps(own.ids, own.weights, pool.ids, pool.weights)
         out[todo] = np.where(from_list[todo], out[todo], computed)
     return out
 
@@ -201,22 +210,25 @@ def _copies_source(state: ServingState, sources: Sources, positions: np.ndarray,
     built with this threshold), estimated from the sketches for the rest."""
     out = np.zeros(positions.shape, dtype=bool)
     threshold = settings.copy_containment
-    if threshold is None or sources.sketches is None:
+    features = state.features
+    if threshold is None or features.sketches is None:
         return out
     neighbours = state.neighbours
     from_list = np.zeros(positions.shape, dtype=bool)
     if neighbours is not None and neighbours.copy_bits is not None and neighbours.copy_threshold == threshold:
         from_list = (slots >= 0) & sources.listed[:, None]
-        rows = np.flatnonzero(from_list.any(axis=1))
-        if len(rows):
-            flags = copies.copy_flags(neighbours.copy_bits[sources.positions[rows]], neighbours.width)
-            out[rows] = np.take_along_axis(flags, np.maximum(slots[rows], 0), 1) & from_list[rows]
+        flags = copies.copy_flags(neighbours.copy_bits[np.where(sources.listed, sources.positions, 0)],
+                                  neighbours.width)
+        out = flags[np.arange(len(flags))[:, None], np.maximum(slots, 0)] & from_list
     b, w = np.nonzero(ok & ~from_list)
     if len(b):
-        rows, counts = sources.sketches
+        if sources.sketches is not None:
+            rows, counts = sources.sketches[0][b], sources.sketches[1][b]
+        else:
+            rows, counts = features.sketches.take(sources.positions[b]), features.shingles.take(sources.positions[b])
         at = positions[b, w]
-        out[b, w] = copies.copies_pairwise(rows[b], counts[b], state.features.sketches.take(at),
-                                           state.features.shingles.take(at), threshold)
+        out[b, w] = copies.copies_pairwise(rows, counts, features.sketches.take(at), features.shingles.take(at),
+                                           threshold)
     return out
 
 
@@ -234,22 +246,22 @@ def _select(state: ServingState, request: Request, positions: np.ndarray, rows: 
 
     def copies_any(candidates: np.ndarray, picked: np.ndarray) -> np.ndarray:
         b, w = candidates[:, 0], candidates[:, 1]
-        a = np.repeat(positions[b, w], picked.shape[1])
-        p = positions[b[:, None], picked].reshape(-1)
-        pairs = copies.copies_pairwise(features.sketches.take(a), features.shingles.take(a),
-                                       features.sketches.take(p), features.shingles.take(p),
+        steps = picked.shape[1]
+        both = np.concatenate([np.repeat(positions[b, w], steps), positions[b[:, None], picked].reshape(-1)])
+        rows, counts = features.sketches.take(both), features.shingles.take(both)
+        half = len(both) // 2
+        pairs = copies.copies_pairwise(rows[:half], counts[:half], rows[half:], counts[half:],
                                        settings.copy_containment)
-        return pairs.reshape(len(b), -1).any(axis=1)
+        return pairs.reshape(len(b), steps).any(axis=1)
 
     chosen = ranking.select(rank, open_, request.k, mmr_lambda=settings.mmr_lambda,
                             duplicate_similarity=settings.duplicate_similarity, title_keys=title_keys,
                             cosines_to=cosines_to, copies_any=copies_any if copy_rule else None)
     has = chosen >= 0
-    at = np.maximum(chosen, 0)
+    at = everyone[:, None], np.maximum(chosen, 0)
     scores = rank if scores is None else scores
-    return RankedBlock(np.where(has, np.take_along_axis(positions, at, 1), ranking.NO_PICK),
-                       np.take_along_axis(scores, at, 1), np.take_along_axis(sims, at, 1),
-                       np.where(has, np.take_along_axis(kinds, at, 1), 0))
+    return RankedBlock(np.where(has, positions[at], ranking.NO_PICK), scores[at], sims[at],
+                       np.where(has, kinds[at], 0))
 
 
 def _with_fallback(state: ServingState, sources: Sources, request: Request, block: RankedBlock,
