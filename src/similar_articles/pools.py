@@ -163,10 +163,7 @@ def _split(state: ServingState, sources: Sources, request: Request, mask: np.nda
     """The boxes of sources[mask] ranked with the options ``first``, the others with
     ``rest``, in the sources' order."""
     def part(which: np.ndarray, how: dict) -> RankedBlock:
-        at = np.flatnonzero(which)
-        subset = Sources(*(None if f is None else tuple(a[at] for a in f) if isinstance(f, tuple)
-                           else f.take(at) if isinstance(f, Fingerprints) else f[at] for f in sources))
-        return rank_block(state, subset, request, **how)
+        return rank_block(state, _subset(sources, np.flatnonzero(which)), request, **how)
 
     out = RankedBlock(np.full((len(mask), request.k), ranking.NO_PICK), np.zeros((len(mask), request.k)),
                       np.zeros((len(mask), request.k)), np.zeros((len(mask), request.k), np.int8))
@@ -175,6 +172,12 @@ def _split(state: ServingState, sources: Sources, request: Request, mask: np.nda
             for mine, theirs in zip(out, part(which, how)):
                 mine[which] = theirs
     return out
+
+
+def _subset(sources: Sources, at: np.ndarray) -> Sources:
+    """The sources at rows ``at``."""
+    return Sources(*(None if f is None else tuple(a[at] for a in f) if isinstance(f, tuple)
+                     else f.take(at) if isinstance(f, Fingerprints) else f[at] for f in sources))
 
 
 def _reference(sources: Sources, request: Request) -> np.ndarray:
@@ -297,8 +300,7 @@ def _with_fallback(state: ServingState, sources: Sources, request: Request, bloc
         fall_kinds[i, :len(found)] = [kind for _, kind in found]
     pool = np.hstack([positions[at], fall])
     rows, where = state.index.read_rows(pool)
-    part = Sources(*(None if f is None else tuple(a[at] for a in f) if isinstance(f, tuple)
-                     else f.take(at) if isinstance(f, Fingerprints) else f[at] for f in sources))
+    part = _subset(sources, at)
     fall_sims = state.index.products_at(part.vectors, rows, where)[:, positions.shape[1]:]
     title_keys = table.title_keys[np.maximum(pool, 0)]
     fall_open = (fall >= 0) & ranking.not_the_source_story(

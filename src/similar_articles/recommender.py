@@ -24,7 +24,7 @@ from .errors import ConfigError, InvalidArticleError, ModelMismatchError, Simila
 from .features import copies
 from .pools import Request, Sources, indexed_sources, rank_block
 from .ranking import title_key
-from .results import Recommendation, boxes
+from .results import Recommendation, recommendations
 from .snapshot import CURRENT, resolve_snapshot_dir
 from .state import ServingState
 
@@ -232,7 +232,7 @@ class Recommender:
         excluded = np.array([p for p in (table.position_of(i) for i in exclude_ids) if p is not None], np.int64)
         allowed = None if sections is None else table.section_codes_of(sections)
         ranked = rank_block(state, sources, Request(k, settings, now_ts, excluded, allowed))
-        return boxes(table, ranked, sources.published, source_sections, now_ts)
+        return recommendations(table, ranked, sources.published, source_sections, now_ts)
 
     def _unseen_sources(self, state: ServingState, article: Article) -> Sources:
         """An unseen article as a source: its vector (encoded, or remembered by content

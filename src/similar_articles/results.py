@@ -85,30 +85,30 @@ def age_words(delta_seconds: float, relative_to_now: bool) -> str:
     return f"published {span} {'earlier' if delta_seconds > 0 else 'later'}"
 
 
-def boxes(table: ArticleTable, ranked: RankedBlock, source_published: np.ndarray,
-          source_sections: list[str | None], now: float) -> list[list[Recommendation]]:
-    """The Recommendations of every box of a ranked block, in block order."""
-    scores = np.round(ranked.scores.astype(np.float64), 4).tolist()
-    sims = np.round(ranked.similarities.astype(np.float64), 4).tolist()
-    out = []
-    for b, row in enumerate(ranked.positions.tolist()):
-        undated = math.isnan(source_published[b])
-        reference = now if undated else float(source_published[b])
-        box = []
-        for j, pos in enumerate(row):
-            if pos < 0:
-                continue
-            published = float(table.published[pos])
-            section = table.sections[pos]
-            fallback = FALLBACK_KINDS[ranked.kinds[b, j]]
-            if fallback == "recent in section":
-                fallback = f"recent in section {section}"
-            reason = Reason(float(ranked.similarities[b, j]), section if section and section == source_sections[b] else None,
-                            reference - published, undated, fallback)
-            box.append(Recommendation(table.ids[pos], table.titles[pos], table.urls[pos], _date(published), section,
-                                      scores[b][j], sims[b][j], reason.words(), bool(fallback)))
-        out.append(box)
-    return out
+def recommendations(table: ArticleTable, ranked: RankedBlock, source_published: np.ndarray,
+                    source_sections: list[str | None], now: float) -> list[list[Recommendation]]:
+    """The Recommendations of every box of a ranked block, in block order. The items'
+    columns are read as lists first (a numpy element read costs more than the rest of
+    an item)."""
+    rows, ranks = np.nonzero(ranked.positions >= 0)  # block order, then rank
+    at = ranked.positions[rows, ranks]
+    similarities = ranked.similarities[rows, ranks].astype(np.float64)
+    columns = zip(rows.tolist(), table.ids[at].tolist(), table.titles[at].tolist(), table.urls[at].tolist(),
+                  table.published[at].tolist(), table.sections[at].tolist(),
+                  np.round(ranked.scores[rows, ranks].astype(np.float64), 4).tolist(),
+                  np.round(similarities, 4).tolist(), similarities.tolist(), ranked.kinds[rows, ranks].tolist())
+    sources = source_published.tolist()
+    boxes: list[list[Recommendation]] = [[] for _ in range(len(ranked.positions))]
+    for row, article_id, title, url, published, section, score, shown, similarity, kind in columns:
+        undated = math.isnan(sources[row])
+        fallback = FALLBACK_KINDS[kind]
+        if kind == 1:
+            fallback = f"{fallback} {section}"
+        reason = Reason(similarity, section if section and section == source_sections[row] else None,
+                        (now if undated else sources[row]) - published, undated, fallback)
+        boxes[row].append(Recommendation(article_id, title, url, _date(published), section, score, shown,
+                                         reason.words(), bool(kind)))
+    return boxes
 
 
 def _date(published: float) -> datetime | None:

@@ -40,7 +40,7 @@ from ..sources import RowsSource, Source, SourceError, as_sources
 from ..state import ServingState
 from .encode import Gathered, read_and_encode
 from .features import FeatureCache, LexicalPass
-from .gate import GATE_BOXES_FILE, GATE_FILE, GateLimits, GateReport, SampleBoxes, evaluate_gate, open_previous
+from .gate import GATE_BOXES_FILE, GATE_FILE, GateLimits, GateReport, GateSample, evaluate_gate, open_previous
 from .report import BuildReport, ErrorSink, Stages, log, save_report
 
 CACHE_FILE = "embeddings.sqlite"
@@ -251,7 +251,7 @@ def _gate(report: BuildReport, root: Path, artifacts: Artifacts, index: FaissInd
             notes.append(f"model changed from {previous.model_id} to {encoder.model_id}: expect high churn")
     else:
         report.added = len(ids)
-    result = evaluate_gate(SampleBoxes(state, config.ranking, gate.k, now, gate.duplicate_similarity),
+    result = evaluate_gate(GateSample(state, config.ranking, gate.k, now, gate.duplicate_similarity),
                            previous, gate, removed=report.removed, bar=bar, notes=notes)
     result.forced = force and not result.passed
     report.gate = result

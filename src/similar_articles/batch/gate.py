@@ -175,7 +175,7 @@ def stable_sample(ids: Iterable[str], n: int) -> list[str]:
     return heapq.nsmallest(n, ids, key=lambda i: hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest())
 
 
-class SampleBoxes:
+class GateSample:
     """Boxes of one serving state for the gate, each computed once, ranked in blocks
     by the one ranking path."""
 
@@ -250,7 +250,7 @@ class _Previous:
     model_id: str | None
     stored_metrics: dict[str, float] | None = None
     stored_boxes: dict[str, list[str]] | None = None
-    live: SampleBoxes | None = None
+    live: GateSample | None = None
 
     def metrics(self, sample: int, bar) -> dict[str, float]:
         if self.stored_metrics is not None:
@@ -266,7 +266,7 @@ class _Previous:
         return set(self.live.boxes([article_id], bar)[0])
 
 
-def evaluate_gate(new: SampleBoxes, previous: "_Previous | None", limits: GateLimits, *, removed: int,
+def evaluate_gate(new: GateSample, previous: "_Previous | None", limits: GateLimits, *, removed: int,
                   bar=None, notes: Sequence[str] = ()) -> GateReport:
     """Measure the new build against the limits and the snapshot it replaces."""
     bar = bar or NullBar()
@@ -334,7 +334,7 @@ def open_previous(root: Path, gate: GateLimits, now: datetime, *, notes: list[st
     except (SimilarArticlesError, OSError, ValueError, KeyError) as exc:
         notes.append(f"the current snapshot {folder.name} is unreadable ({exc}); relative checks skipped")
         return None
-    previous.live = SampleBoxes(state, config.ranking, gate.k, now, gate.duplicate_similarity)
+    previous.live = GateSample(state, config.ranking, gate.k, now, gate.duplicate_similarity)
     return previous
 
 
