@@ -479,3 +479,18 @@ def test_readers_see_no_error_while_two_builds_publish(tmp_path, index, news100,
             t.join(10)
     assert errors == []
     assert min(calls) > 10
+
+
+def test_feature_rows_an_older_version_kept_among_the_embeddings_are_dropped(tmp_path, encoder):
+    from similar_articles.batch.features import FeatureCache
+
+    path = tmp_path / "embeddings.sqlite"
+    cache = EmbeddingCache(path)
+    vector = np.ones((1, 4), np.float32)
+    for model_id in (encoder.model_id, "terms|hashing|1048576|5000|english", "copies|v1|32"):
+        cache.put_many(model_id, ["h1"], vector)
+    cache.close()
+    FeatureCache(path).close()
+    with sqlite3.connect(path) as db:
+        left = [row[0] for row in db.execute("SELECT model_id FROM embeddings")]
+    assert left == [encoder.model_id]  # the vectors stay; term counts and sketches have their own tables

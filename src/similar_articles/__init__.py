@@ -1,6 +1,6 @@
 """similar-articles: fill the "Similar articles" box under a news article."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .articles import Article
 from .config import Config, EncoderConfig, IndexConfig, RankingConfig

@@ -32,6 +32,14 @@ class FeatureCache:
                          "term_ids BLOB NOT NULL, counts BLOB NOT NULL, PRIMARY KEY (scheme, content_hash))")
         self._db.execute("CREATE TABLE IF NOT EXISTS copy_sketches (scheme TEXT NOT NULL, content_hash TEXT NOT NULL, "
                          "sketch BLOB NOT NULL, shingles INTEGER NOT NULL, PRIMARY KEY (scheme, content_hash))")
+        # Versions before 0.2 kept these as float32 "vectors" under made-up model ids in
+        # the embeddings table: drop them (they are recomputed into these tables once).
+        has_embeddings = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embeddings'").fetchone()
+        if has_embeddings:
+            for prefix in ("terms|", "copies|"):
+                self._db.execute("DELETE FROM embeddings WHERE model_id >= ? AND model_id < ?",
+                                 (prefix, prefix[:-1] + "}"))
         self._db.commit()
 
     def _rows(self, table: str, columns: str, scheme: str, hashes: Sequence[str]) -> dict[str, tuple]:
