@@ -84,13 +84,15 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     listed = _listable(state, sources, fetch, search)
     if 0 < listed.sum() < len(listed):  # a block of one kind at a time
         return _split(state, sources, request, listed, {"fetch": fetch}, {"search": True, "fetch": fetch})
-    positions, slots, exhausted = _pool(state, sources, fetch, bool(listed.any()))
+    positions, exhausted = _pool(state, sources, fetch, bool(listed.any()))
 
     rows, where = index.read_rows(positions, all_cores=len(positions) >= 32)
     sims = index.products_at(sources.vectors, rows, where, all_cores=len(positions) >= 32)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
     each = np.arange(len(order))[:, None]
-    positions, slots, sims, where = positions[each, order], slots[each, order], sims[each, order], where[each, order]
+    positions, sims, where = positions[each, order], sims[each, order], where[each, order]
+    # Each pool member's slot in its source's list, for the stored pair features; -1 if none.
+    slots = np.where(order < state.neighbours.width, order, -1) if listed.any() else np.full(order.shape, -1)
     valid = positions >= 0
     reference = _reference(sources, request)
     ok = ranking.eligible(positions, alive=table.alive, published=table.published, now=request.now,
@@ -139,23 +141,19 @@ def _listable(state: ServingState, sources: Sources, fetch: int, search: bool) -
     return sources.listed
 
 
-def _pool(state: ServingState, sources: Sources, fetch: int, listed: bool
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(positions, list slots (-1: not from the list), exhausted) of each source's pool:
-    its list and the articles added since (``listed``), or a search."""
+def _pool(state: ServingState, sources: Sources, fetch: int, listed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, exhausted) of each source's pool: its list and then the articles
+    added since (``listed``), or a search. A listed pool's column j < the list width
+    is list slot j."""
     if not listed:
         _, positions = state.index.search_many(sources.vectors, fetch)
-        exhausted = (positions < 0).any(axis=1) | (positions.shape[1] < fetch)
-        return positions, np.full(positions.shape, -1), exhausted
+        return positions, (positions < 0).any(axis=1) | (positions.shape[1] < fetch)
     rows = state.neighbours.lists[sources.positions]
     exhausted = (rows < 0).any(axis=1)  # a short list held every article there was
-    slots = np.arange(rows.shape[1])
-    positions = rows.astype(np.int64)
     added = np.arange(state.listed_count(), len(state.index))
-    if len(added):
-        positions = np.hstack([positions, np.broadcast_to(added, (len(rows), len(added)))])
-        slots = np.concatenate([slots, np.full(len(added), -1)])
-    return positions, np.broadcast_to(slots, positions.shape), exhausted
+    if not len(added):
+        return rows.astype(np.int64), exhausted
+    return np.hstack([rows, np.broadcast_to(added, (len(rows), len(added)))]).astype(np.int64), exhausted
 
 
 def _split(state: ServingState, sources: Sources, request: Request, mask: np.ndarray, first: dict,
@@ -192,11 +190,9 @@ def _overlap(state: ServingState, sources: Sources, positions: np.ndarray, slots
     """Term overlap of each source with its pool: stored for listed pairs, computed for
     the rest (only rows with an eligible unlisted member are computed)."""
     stored = state.neighbours.overlap if state.neighbours is not None else None
-    out = np.zeros(positions.shape, np.float32)
-    from_list = (slots >= 0) & sources.listed[:, None] & (stored is not None)
-    if from_list.any():
-        b, w = np.nonzero(from_list)
-        out[b, w] = stored[sources.positions[b], slots[b, w]]
+    from_list = (slots >= 0) & (stored is not None)
+    out = np.where(from_list, stored[sources.positions[:, None], np.maximum(slots, 0)], 0).astype(np.float32) \
+        if from_list.any() else np.zeros(positions.shape, np.float32)
     todo = np.flatnonzero((ok & ~from_list).any(axis=1))
     if len(todo):
         pool = state.features.prints(np.maximum(positions[todo], 0))
@@ -219,10 +215,10 @@ def _copies_source(state: ServingState, sources: Sources, positions: np.ndarray,
     neighbours = state.neighbours
     from_list = np.zeros(positions.shape, dtype=bool)
     if neighbours is not None and neighbours.copy_bits is not None and neighbours.copy_threshold == threshold:
-        from_list = (slots >= 0) & sources.listed[:, None]
-        flags = copies.copy_flags(neighbours.copy_bits[np.where(sources.listed, sources.positions, 0)],
-                                  neighbours.width)
-        out = flags[np.arange(len(flags))[:, None], np.maximum(slots, 0)] & from_list
+        from_list = slots >= 0
+        if from_list.any():
+            flags = copies.copy_flags(neighbours.copy_bits[sources.positions], neighbours.width)
+            out = flags[np.arange(len(flags))[:, None], np.maximum(slots, 0)] & from_list
     b, w = np.nonzero(ok & ~from_list)
     if len(b):
         if sources.sketches is not None:

@@ -185,11 +185,14 @@ class Recommender:
         """
         state = self._serving()
         if isinstance(article, str):
-            sources = indexed_sources(state, state.table.require([article]))
-            section = [state.table.sections[int(sources.positions[0])]]
+            position = state.table.position_of(article)
+            if position is None:
+                state.table.require([article])  # raises, naming the id and what to do
+            sources = indexed_sources(state, np.array([position]))
+            section = [state.table.sections[position]]
         else:
-            sources, section = self._unseen_sources(state, Article.from_row(article)), [None]
-            section = [Article.from_row(article).section]
+            parsed = Article.from_row(article)
+            sources, section = self._unseen_sources(state, parsed), [parsed.section]
         return self._boxes(state, sources, section, k, now, exclude_ids, sections, overrides)[0]
 
     def recommend_many(self, ids: Iterable[str], k: int = 2, *, now: datetime | None = None,

@@ -171,15 +171,17 @@ def copies_pairwise(a_rows: np.ndarray, a_counts: np.ndarray, b_rows: np.ndarray
     hashes = merged[:, 1:]
     shared = (hashes == merged[:, :-1]) & (hashes != PAD)  # PAD is no hash
     n_shared = shared.sum(axis=1)
+    smaller = np.minimum(a_counts, b_counts)
+    # copies_of's first cut: implied by the test but for float rounding and a threshold of 0.
+    possible = (n_shared > 0) & ((n_shared >= threshold * MIN_SAMPLES) | (n_shared >= threshold * smaller))
+    if not possible.any():  # most pairs share too little to be copies: the test is settled
+        return possible
     # copies_of's test, pair by pair (see it and the module docstring).
     below = np.minimum(a_rows[:, BOTTOM - 1], b_rows[:, BOTTOM - 1])[:, None]
     found = (shared & (hashes <= below)).sum(axis=1)
-    smaller = np.minimum(a_counts, b_counts)
     sampled_rows = np.where((a_counts <= b_counts)[:, None], a_rows, b_rows)  # the text with fewer shingles
     sampled = ((sampled_rows <= below) & (sampled_rows != PAD)).sum(axis=1)
     lower_bound = n_shared / np.maximum(smaller, 1)
-    # copies_of's first cut: implied by the test but for float rounding and a threshold of 0.
-    possible = (n_shared > 0) & ((n_shared >= threshold * MIN_SAMPLES) | (n_shared >= threshold * smaller))
     return possible & (((sampled >= MIN_SAMPLES) & (found >= threshold * sampled)) | (lower_bound >= threshold))
 
 
