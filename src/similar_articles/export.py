@@ -81,9 +81,9 @@ class _Job:
     def __init__(self, rec: Recommender, ids: list[str], encode: Callable, k: int, now: datetime):
         self.rec, self.ids, self.encode, self.k, self.now = rec, ids, encode, k, now
 
-    def batch(self, start: int, stop: int) -> Any:
+    def batch(self, start: int, stop: int, *, all_cores: bool = True) -> Any:
         ids = self.ids[start:stop]
-        return self.encode(ids, self.rec.recommend_many(ids, k=self.k, now=self.now))
+        return self.encode(ids, self.rec.recommend_many(ids, k=self.k, now=self.now, all_cores=all_cores))
 
 
 _job: _Job | None = None  # a worker's job, set as it starts
@@ -95,7 +95,7 @@ def _take_job(job: _Job) -> None:
 
 
 def _batch_on_worker(start: int, stop: int) -> Any:
-    return _job.batch(start, stop)
+    return _job.batch(start, stop, all_cores=False)  # the other cores run workers too
 
 
 def _encoded_batches(job: _Job, batches: list[tuple[int, int]], processes: int | None):

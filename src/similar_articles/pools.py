@@ -52,6 +52,7 @@ class Request(NamedTuple):
     now: float  # epoch seconds
     excluded: np.ndarray  # positions never shown
     sections: np.ndarray | None  # section codes a box may show; None: all
+    all_cores: bool = True  # FAISS reads a large block on every core (False: blocks run on threads)
 
 
 class RankedBlock(NamedTuple):
@@ -86,8 +87,9 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
         return _split(state, sources, request, listed, {"fetch": fetch}, {"search": True, "fetch": fetch})
     positions, exhausted = _pool(state, sources, fetch, bool(listed.any()))
 
-    rows, where = index.read_rows(positions, all_cores=len(positions) >= 32)
-    sims = index.products_at(sources.vectors, rows, where, all_cores=len(positions) >= 32)
+    bulk = request.all_cores and len(positions) >= 32  # below that, OpenMP's start costs more than it saves
+    rows, where = index.read_rows(positions, all_cores=bulk)
+    sims = index.products_at(sources.vectors, rows, where, all_cores=bulk)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
     each = np.arange(len(order))[:, None]
     positions, sims, where = positions[each, order], sims[each, order], where[each, order]
