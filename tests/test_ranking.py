@@ -69,9 +69,9 @@ def _select(rank, vectors, k, *, open_=None, title_keys=None, copies=None, mmr_l
     def cosines_to(picks):
         return (vectors @ vectors[picks[0]])[None, :]
 
-    def copies_any(candidates, picked):
+    def copies_any(sources, candidates, picked):
         return np.array([any(frozenset((int(c), int(p))) in copies for p in row)
-                         for (_, c), row in zip(candidates, picked)])
+                         for c, row in zip(candidates, picked)])
 
     chosen = ranking.select(rank, open_, k, mmr_lambda=mmr_lambda, duplicate_similarity=duplicate,
                             title_keys=keys, cosines_to=cosines_to, copies_any=copies_any if copies else None)

@@ -218,8 +218,9 @@ def _copies_source(state: ServingState, sources: Sources, positions: np.ndarray,
     from_list = np.zeros(positions.shape, dtype=bool)
     if neighbours is not None and neighbours.copy_bits is not None and neighbours.copy_threshold == threshold:
         from_list = slots >= 0
-        if from_list.any():
-            flags = copies.copy_flags(neighbours.copy_bits[sources.positions], neighbours.width)
+        bits = neighbours.copy_bits[sources.positions] if from_list.any() else None
+        if bits is not None and bits.any():  # most articles are copied by none of their list
+            flags = copies.copy_flags(bits, neighbours.width)
             out = flags[np.arange(len(flags))[:, None], np.maximum(slots, 0)] & from_list
     b, w = np.nonzero(ok & ~from_list)
     if len(b):
@@ -245,8 +246,7 @@ def _select(state: ServingState, request: Request, positions: np.ndarray, rows: 
     def cosines_to(picks: np.ndarray) -> np.ndarray:
         return index.products_at(rows[np.maximum(where[everyone, picks], 0)], rows, where)
 
-    def copies_any(candidates: np.ndarray, picked: np.ndarray) -> np.ndarray:
-        b, w = candidates[:, 0], candidates[:, 1]
+    def copies_any(b: np.ndarray, w: np.ndarray, picked: np.ndarray) -> np.ndarray:
         steps = picked.shape[1]
         both = np.concatenate([np.repeat(positions[b, w], steps), positions[b[:, None], picked].reshape(-1)])
         rows, counts = features.sketches.take(both), features.shingles.take(both)

@@ -92,7 +92,7 @@ def not_the_source_story(similarity: np.ndarray, title_keys: np.ndarray, source_
 
 def select(rank: np.ndarray, open_: np.ndarray, k: int, *, mmr_lambda: float, duplicate_similarity: float,
            title_keys: np.ndarray, cosines_to: Callable[[np.ndarray], np.ndarray],
-           copies_any: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+           copies_any: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Greedy MMR with same-story collapse, for every source at once.
 
     rank: (B, W) what a candidate is worth (score); open_: (B, W) which may be picked.
@@ -101,8 +101,9 @@ def select(rank: np.ndarray, open_: np.ndarray, k: int, *, mmr_lambda: float, du
     closes every candidate of the pick's story: cosine to it at least
     ``duplicate_similarity`` (``cosines_to(picks)`` gives each source's pool against
     its pick, (B,) pool columns -> (B, W)) or the same headline key.
-    ``copies_any(candidates, picks)``: for each source, whether its candidate (pool
-    column) copies any of its earlier picks (B, step) — the costly check, so it is only
+    ``copies_any(sources, candidates, picks)``: for each of those sources, whether its
+    candidate (a pool column) copies any of its earlier picks (sources x step pool
+    columns) — the costly check, so it is only
     made for the candidate about to be picked, which is dropped when it is a copy.
     Returns the picked pool columns, (B, k), NO_PICK where a box ran out.
     """
@@ -119,7 +120,7 @@ def select(rank: np.ndarray, open_: np.ndarray, k: int, *, mmr_lambda: float, du
             best = np.argmax(np.where(open_[waiting], worth[waiting], -np.inf), axis=1)
             open_[waiting, best] = False
             if step and copies_any is not None:
-                copy = copies_any(np.stack([waiting, best], axis=1), chosen[waiting, :step])
+                copy = copies_any(waiting, best, chosen[waiting, :step])
                 chosen[waiting[~copy], step] = best[~copy]
                 waiting = waiting[copy]
                 waiting = waiting[open_[waiting].any(axis=1)]  # try their next best
