@@ -128,3 +128,14 @@ def test_fallback_walks_orders_in_turn_skipping_taken_and_ineligible():
     first, second = np.array([5, 3, 1]), np.array([9, 5, 7, 2])
     picked = ranking.fallback_order([first, second], 4, lambda block: block != 3, taken={1})
     assert picked == [5, 9, 7, 2]
+
+
+@pytest.mark.parametrize("count", [3, 40])
+def test_eligible_hides_every_excluded_article_few_or_many(count):
+    n = 100
+    positions = np.arange(n).reshape(4, 25)
+    excluded = np.arange(0, n, max(1, n // count))[:count]
+    mask = ranking.eligible(positions, alive=np.ones(n, bool), published=np.zeros(n), now=1.0, reference=1.0,
+                            max_age_days=None, excluded=excluded, section_codes=np.zeros(n, np.int32),
+                            allowed_sections=None)
+    assert mask.tolist() == (~np.isin(positions, excluded)).tolist()

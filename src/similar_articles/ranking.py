@@ -52,7 +52,9 @@ def eligible(positions: np.ndarray, *, alive: np.ndarray, published: np.ndarray,
     if max_age_days is not None:
         mask &= ~(np.abs(reference - pub) > max_age_days * SECONDS_PER_DAY)
     if excluded.size:
-        mask &= ~np.isin(positions, excluded)
+        # A call excludes a few articles: comparing with each beats np.isin's sort (~40 us).
+        mask &= ~((positions[..., None] == excluded).any(axis=-1) if excluded.size <= 32 else
+                  np.isin(positions, excluded))
     if allowed_sections is not None:
         mask &= np.isin(section_codes[at], allowed_sections)
     return mask
