@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--run-peer", nargs=2, metavar=("PEER", "PART"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from similar_articles.datasets import data_dir
+    from similar_articles.paths import data_dir
 
     work = args.work or data_dir() / "bench-peers"
     work.mkdir(parents=True, exist_ok=True)

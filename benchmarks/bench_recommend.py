@@ -191,7 +191,7 @@ def main() -> None:
         return
 
     from similar_articles import Recommender
-    from similar_articles.datasets import data_dir
+    from similar_articles.paths import data_dir
     from similar_articles.embedding import SentenceTransformerEncoder
 
     C.print_machine("bench_recommend: recommend(id, k=2)")
