@@ -191,7 +191,7 @@ class FaissIndex:
         positions = np.asarray(positions, dtype=np.int64)
         rows = self._stored_rows()
         if rows is not None:
-            picked = rows[positions]
+            picked = np.take(rows, positions, axis=0)  # ~2x faster than rows[positions] for many rows
             return picked if self._quantiser is None else self._widened(picked, all_cores)
         if self._index is None or not len(positions):
             return np.zeros((len(positions), self.dim), np.float32)
