@@ -29,7 +29,8 @@ from similar_articles.cli import main
 from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder
 from similar_articles.index import FaissIndex
 from similar_articles.config import IndexConfig
-from similar_articles.snapshot import LOCK_FILE, SNAPSHOTS, BuildLockedError, resolve_snapshot_dir
+from similar_articles.buildlock import LOCK_FILE, BuildLockedError
+from similar_articles.snapshot import SNAPSHOTS, resolve_snapshot_dir
 from similar_articles.sources import DataFrameSource, SourceError, SqlSource
 
 NOW = datetime(2017, 4, 1, tzinfo=timezone.utc)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from similar_articles import IndexCorruptedError, IndexNotFoundError
-from similar_articles.snapshot import (CURRENT, LOCK_FILE, SNAPSHOTS, BuildLock, BuildLockedError, clean_staging,
-                                       discard_staged, list_snapshots, pid_alive, publish_snapshot, read_snapshot,
-                                       resolve_snapshot_dir, rollback, write_snapshot)
+from similar_articles.buildlock import LOCK_FILE, BuildLock, BuildLockedError, pid_alive
+from similar_articles.snapshot import (CURRENT, SNAPSHOTS, clean_staging, discard_staged, list_snapshots,
+                                       publish_snapshot, read_snapshot, resolve_snapshot_dir, rollback,
+                                       write_snapshot)
 
 
 def write(root: Path, n: int = 1, **kwargs) -> Path:

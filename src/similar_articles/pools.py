@@ -97,11 +97,8 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     slots = np.where(order < state.neighbours.width, order, -1) if listed.any() else np.full(order.shape, -1)
     valid = positions >= 0
     reference = _reference(sources, request)
-    ok = ranking.eligible(positions, alive=table.alive, published=table.published, now=request.now,
-                          reference=reference[:, None], max_age_days=settings.max_age_days,
-                          excluded=request.excluded, section_codes=table.section_codes,
-                          allowed_sections=request.sections)
-    ok &= (positions != sources.positions[:, None]) & (sims >= settings.min_similarity)
+    ok = _eligible(state, request, positions, reference[:, None], sources.positions[:, None])
+    ok &= sims >= settings.min_similarity
     # Nothing outside a pool reaches the floor when the pool held every article it could,
     # or its least similar member already misses it.
     lowest = np.where(valid, sims, np.inf).min(axis=1, initial=np.inf)
@@ -178,6 +175,15 @@ def _subset(sources: Sources, at: np.ndarray) -> Sources:
     """The sources at rows ``at``."""
     return Sources(*(None if f is None else tuple(a[at] for a in f) if isinstance(f, tuple)
                      else f.take(at) if isinstance(f, Fingerprints) else f[at] for f in sources))
+
+
+def _eligible(state: ServingState, request: Request, positions: np.ndarray, reference, source) -> np.ndarray:
+    """ranking.eligible under the call's filters, never the source itself."""
+    table = state.table
+    return ranking.eligible(positions, alive=table.alive, published=table.published, now=request.now,
+                            reference=reference, max_age_days=request.settings.max_age_days,
+                            excluded=request.excluded, section_codes=table.section_codes,
+                            allowed_sections=request.sections) & (positions != source)
 
 
 def _reference(sources: Sources, request: Request) -> np.ndarray:
@@ -277,10 +283,7 @@ def _with_fallback(state: ServingState, sources: Sources, request: Request, bloc
     extra = []
     for b in at.tolist():
         def is_eligible(candidates: np.ndarray, b: int = b) -> np.ndarray:
-            return ranking.eligible(candidates, alive=table.alive, published=table.published, now=request.now,
-                                    reference=reference[b], max_age_days=settings.max_age_days,
-                                    excluded=request.excluded, section_codes=table.section_codes,
-                                    allowed_sections=request.sections) & (candidates != sources.positions[b])
+            return _eligible(state, request, candidates, reference[b], sources.positions[b])
 
         taken = set(block.positions[b][block.positions[b] >= 0].tolist())
         code = int(sources.section_codes[b])

@@ -187,9 +187,7 @@ class Recommender:
         """
         state = self._serving()
         if isinstance(article, str):
-            position = state.table.position_of(article)
-            if position is None:
-                state.table.require([article])  # raises, naming the id and what to do
+            position = state.table.require_one(article)
             sources = indexed_sources(state, np.array([position]))
             section = [state.table.sections[position]]
         else:

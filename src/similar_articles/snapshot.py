@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .buildlock import LOCK_FILE, BuildLock, BuildLockedError, older_than, pid_alive  # noqa: F401 (re-exported)
+from .buildlock import BuildLock, older_than, pid_alive
 from .errors import IndexCorruptedError, IndexNotFoundError
 
 FORMAT_VERSION = 2  # 2: the schema of artifacts.py (one set of array names, checked on load)

@@ -142,10 +142,15 @@ class ArticleTable:
         positions = self.positions.get_many(ids)
         missing = (positions < 0) | ~self.alive[np.maximum(positions, 0)]
         if missing.any():
-            raise UnknownArticleError(
-                f"article id {ids[int(np.argmax(missing))]!r} is not in the index; pass the article "
-                "itself (a dict with title and body) to get a box for an unseen article")
+            raise _unknown(ids[int(np.argmax(missing))])
         return positions
+
+    def require_one(self, article_id: object) -> int:
+        """The live position of ``article_id``; UnknownArticleError when there is none."""
+        pos = self.position_of(article_id)
+        if pos is None:
+            raise _unknown(article_id)
+        return pos
 
     def live_positions(self) -> np.ndarray:
         """Positions of live articles, in index order (a replaced row is not live)."""
@@ -162,10 +167,6 @@ class ArticleTable:
     def section_codes_of(self, names: Iterable[str]) -> np.ndarray:
         """Codes of the named sections this table has (unknown names match nothing)."""
         return np.array([self.section_names.index(s) for s in names if s in self.section_names], dtype=np.int32)
-
-    def tags_at(self, pos: int) -> list[str]:
-        value = self.tags[pos]
-        return value.split(_TAG_SEP) if value else []
 
     def metadata(self) -> dict[str, list]:
         """The columns articles.json stores."""
@@ -232,3 +233,9 @@ def _insert_recent(order: np.ndarray, published: np.ndarray, start: int) -> np.n
     new = new[np.argsort(-key[new], kind="stable")]
     at = np.searchsorted(key[order][::-1], key[new], side="left")  # ascending view of the order
     return np.insert(order, len(order) - at, new).astype(order.dtype)
+
+
+def _unknown(article_id: object) -> UnknownArticleError:
+    return UnknownArticleError(
+        f"article id {article_id!r} is not in the index; pass the article itself (a dict with title "
+        "and body) to get a box for an unseen article")

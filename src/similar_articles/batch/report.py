@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..sources import RowError
-from .gate import GateReport, NullBar  # noqa: F401 (NullBar: re-exported)
+from .gate import GateReport, NullBar
 
 log = logging.getLogger("similar_articles.batch")
 

@@ -7,9 +7,8 @@ better than either alone (see notebooks/ and README.md for the measurements).
 Terms are hashed (no vocabulary to store) and each article keeps only its top terms,
 so a fingerprint is a fixed ``TERMS`` ids + weights: 384 bytes an article.
 
-The overlap (cosine) of two fingerprints: :class:`PoolTerms` for rows of a pool's
-matrix, :func:`overlaps` for listed pairs (rounded to float16, so a value a call
-computes equals one a build stored with :func:`list_overlaps`).
+The overlap (cosine) of two fingerprints: :func:`overlaps` (rounded to float16, so a
+value a call computes equals one a build stored with :func:`list_overlaps`).
 """
 
 from __future__ import annotations
@@ -128,35 +127,6 @@ class LexicalModel:
         return Fingerprints(ids, weights.astype(np.float16))
 
 
-class PoolTerms:
-    """A candidate pool's fingerprints, ready for any rows of its term-overlap matrix.
-
-    A row sorts one article's (at most 64) term ids and binary-searches every pool
-    term among them: a few small vectorised passes, no pool-sized matrix, no BLAS call
-    and no large table (a 4 MB lookup table indexed by term id was tried: its random
-    reads cost ~160 us a row on real articles, against ~40 us for the search).
-    """
-
-    def __init__(self, prints: Fingerprints):
-        self.ids = prints.ids
-        self.weights = prints.weights
-
-    def rows(self, which: np.ndarray) -> np.ndarray:
-        """Cosine of the ``which`` rows against every row: shape (len(which), pool)."""
-        out = np.zeros((len(which), len(self.ids)), dtype=np.float32)
-        for i, row in enumerate(np.asarray(which).tolist()):
-            real = self.ids[row] != PAD
-            order = np.argsort(self.ids[row][real])
-            keys = self.ids[row][real][order]
-            if not len(keys):
-                continue
-            key_weights = self.weights[row][real][order].astype(np.float32)
-            at = np.minimum(np.searchsorted(keys, self.ids), len(keys) - 1)
-            matched = keys[at] == self.ids  # PAD (-1) is never a key
-            out[i] = (np.where(matched, key_weights[at], 0.0) * self.weights).sum(axis=1)
-        return out
-
-
 _SLOTS = 4096  # a source row's table (see overlaps): 4 KB, which 64 terms fill to 1.6%
 
 
@@ -173,7 +143,7 @@ def overlaps(source_ids: np.ndarray, source_weights: np.ndarray, candidate_ids: 
     candidate term reads its slot and only those finding a term there (the shared ones
     and ~1.5% more) are checked and summed. ~30 us a source row at W=50 in blocks of a
     few hundred (list_overlaps); a single row costs ~60 us, mostly numpy's per-call
-    overhead. A sorted search of the candidate terms (as in PoolTerms) took 2-5 times
+    overhead. A sorted search of the candidate terms (as tests/test_lexical.py's reference does) took 2-5 times
     as long.
     """
     n, terms = source_ids.shape
@@ -235,9 +205,3 @@ def list_overlaps(prints: Fingerprints, lists: np.ndarray, *, block: int = 256, 
         if bar is not None:
             bar.update(len(rows))
     return out
-
-
-def similarity_matrix(prints: Fingerprints) -> np.ndarray:
-    """Cosine between every pair of fingerprints."""
-    terms = PoolTerms(prints)
-    return terms.rows(np.arange(len(prints)))
