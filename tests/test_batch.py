@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import similar_articles.recommender as recommender_module
+import similar_articles.default as recommender_module
 from similar_articles import Article, Config, ConfigError, Recommender, recommend
 from similar_articles.batch import ERRORS_FILE, GATE_FILE, REPORT_FILE, GateLimits, run_build
 from similar_articles.cli import main

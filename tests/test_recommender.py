@@ -286,7 +286,7 @@ def test_a_pinned_view_keeps_serving_its_snapshot_after_a_reload(tmp_path, news1
 
 
 def test_process_wide_recommend_reads_the_environment(monkeypatch, seed_index):
-    import similar_articles.recommender as module
+    import similar_articles.default as module
     from similar_articles import recommend, SimilarArticlesError
 
     monkeypatch.setattr(module, "_default", None)

@@ -7,7 +7,8 @@ from .config import Config, EncoderConfig, IndexConfig, RankingConfig
 from .errors import (ConfigError, IndexCorruptedError, IndexNotFoundError, InvalidArticleError,
                      ModelMismatchError, SimilarArticlesError, UnknownArticleError)
 from .results import Recommendation
-from .recommender import Recommender, recommend
+from .default import recommend
+from .recommender import Recommender
 
 __all__ = [
     "Article", "Config", "EncoderConfig", "IndexConfig", "RankingConfig",

@@ -22,8 +22,9 @@ from .artifacts import read_artifacts
 from .batch import build_articles
 from .config import Config, replace_ranking
 from .embedding import Encoder, SentenceTransformerEncoder, normalise_rows
-from .errors import ConfigError, InvalidArticleError, ModelMismatchError, SimilarArticlesError
+from .errors import ConfigError, InvalidArticleError, ModelMismatchError
 from .features import copies
+from .journal import Journal, Record, add_record, as_record, remove_record
 from .pools import Request, Sources, indexed_sources, rank_block
 from .ranking import title_key
 from .results import Recommendation, recommendations
@@ -47,6 +48,7 @@ class Recommender:
         self.config = config
         self._encoder = encoder
         self._root = root
+        self._journal = Journal(root) if root is not None else None
         self.reload_interval = reload_interval
         self._next_check = time.monotonic() + (reload_interval or 0)
         self._reloading = threading.Lock()
@@ -85,28 +87,31 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, config: Config | None = None, encoder: Encoder | None = None,
-             verify: bool = True, reload_interval: float | None = 5.0) -> "Recommender":
+             verify: bool = True, reload_interval: float | None = 0.5) -> "Recommender":
         """Open the snapshot that ``path`` serves (an index root or a snapshot folder).
 
         config: ranking settings to use instead of the saved ones; its encoder must
             match the one the index was built with (else ModelMismatchError).
         verify: check every file against the manifest's checksums (about 1 s per GB).
-        reload_interval: seconds between checks for a newer published snapshot (an
-            index root only); the new one loads in a background thread while calls
-            keep being served from the old. None turns hot reload off.
+        reload_interval: seconds between checks (a ``readlink`` and a ``stat``) for a
+            newer published snapshot and for live updates other processes made (an
+            index root only); they load in a background thread while calls keep being
+            served. None turns following off (call :meth:`refresh` yourself).
         """
         snapshot = read_artifacts(path, verify=verify)
         config = config or Config.from_dict(snapshot.manifest.get("config") or {})
         encoder = encoder or SentenceTransformerEncoder(config.encoder)
         state = ServingState.from_snapshot(snapshot, config, encoder.model_id)
         root = Path(path)
-        return cls(state, config, encoder=encoder, root=root if (root / CURRENT).exists() else None,
-                   reload_interval=reload_interval)
+        recommender = cls(state, config, encoder=encoder, root=root if (root / CURRENT).exists() else None,
+                          reload_interval=reload_interval)
+        recommender.refresh()  # the live updates made since the snapshot was built
+        return recommender
 
     def reload(self) -> bool:
-        """Serve the snapshot the index root now points to, if it is another one.
-        Adds and removals made since the last load are dropped: the new snapshot is the
-        source of truth. Returns whether a new snapshot was loaded."""
+        """Serve the snapshot the index root now points to, if it is another one, with
+        the live updates its build did not fold in replayed on top. Returns whether a
+        new snapshot was loaded."""
         if self._root is None:
             return False
         folder = resolve_snapshot_dir(self._root)
@@ -114,13 +119,35 @@ class Recommender:
             return False
         state = ServingState.from_snapshot(read_artifacts(folder), self.config, self.encoder.model_id)
         with self._writing:
-            self._state = state  # one reference swap: calls in flight keep the old one
+            records = self._journal.follow(state.journal_seq, from_start=True)
+            self._state = self._applied(state, records)[0]  # one swap: calls in flight keep the old one
         log.info("similar-articles: now serving %s", folder)
         return True
 
+    def refresh(self) -> bool:
+        """Load a newer snapshot if one was published, and apply the live updates
+        other processes appended since. Returns whether the state changed."""
+        if self._root is None:
+            return False
+        if self.reload():
+            return True
+        with self._writing:
+            records = self._journal.follow(self._state.journal_seq)
+            if records:
+                self._state = self._applied(self._state, records)[0]
+        return bool(records)
+
+    def _applied(self, state: ServingState, records: list[Record]) -> tuple[ServingState, dict[int, int]]:
+        """``state`` with ``records`` applied in order, and each record's count."""
+        counts = {}
+        for record in records:
+            if record.seq > state.journal_seq:
+                state, counts[record.seq] = state.with_record(record, self.encoder.model_id)
+        return state, counts
+
     def _serving(self) -> ServingState:
         """The state this call reads; at most every reload_interval seconds, a check for
-        a newer snapshot starts in a background thread."""
+        a newer snapshot or live updates starts in a background thread."""
         if self.reload_interval is not None and self._root is not None:
             now = time.monotonic()
             if now >= self._next_check:
@@ -131,7 +158,7 @@ class Recommender:
 
     def _reload_quietly(self) -> None:
         try:
-            self.reload()
+            self.refresh()
         except Exception:  # keep serving the old snapshot; the next check tries again
             log.exception("similar-articles: reload from %s failed", self._root)
         finally:
@@ -272,8 +299,10 @@ class Recommender:
 
     # ------------------------------------------------------------ between rebuilds
     def add(self, rows: Iterable[ArticleLike], *, embeddings: np.ndarray | None = None) -> int:
-        """Index new or changed articles now (in this process; the next build makes it
-        permanent). A known id is replaced. Returns how many were added."""
+        """Index new or changed articles now. A known id is replaced. Returns how many
+        were added. With an index root, the update is journaled (durable when this
+        returns) and every process serving the index applies it within
+        ``reload_interval``; the next build folds it into its snapshot."""
         articles = parse_articles(rows)
         if not articles:
             return 0
@@ -283,20 +312,33 @@ class Recommender:
                 raise ConfigError(f"embeddings has {len(vectors)} rows for {len(articles)} articles")
         else:
             vectors = self.encoder.encode_articles(articles)
-        with self._writing:
-            self._state = self._state.with_added(articles, vectors)
-        return len(articles)
+        if vectors.shape[1] != self._state.index.dim:
+            raise ModelMismatchError(f"new vectors have {vectors.shape[1]} dimensions, the index "
+                                     f"{self._state.index.dim}; make them with the index's model")
+        return self._write(add_record(articles, vectors, self.encoder.model_id))
 
     def remove(self, ids: Iterable[str]) -> int:
-        """Hide articles now (until the next build). Unknown ids are ignored. Returns
-        how many were removed."""
+        """Hide articles now, in every process serving the index (journaled like
+        :meth:`add`), and in the next build. A build after that takes the source as it
+        is then: delete the article from the source too. Unknown ids are ignored.
+        Returns how many were removed."""
         ids = [ids] if isinstance(ids, str) else list(ids)
         bad = next((i for i in ids if not isinstance(i, str)), None)
         if bad is not None:
             raise ConfigError(f"remove() takes article ids (strings), got {type(bad).__name__} {bad!r}")
+        return self._write(remove_record(ids))
+
+    def _write(self, body: dict[str, Any]) -> int:
+        """Journal one update (when serving an index root) and apply it with every
+        record before it; returns its count."""
         with self._writing:
-            self._state, removed = self._state.with_removed(ids)
-        return removed
+            if self._journal is None:  # a snapshot folder opened directly: this process only
+                record = as_record(body, self._state.journal_seq + 1)
+                self._state, counts = self._applied(self._state, [record])
+                return counts[record.seq]
+            seq = self._journal.append(body)
+            self._state, counts = self._applied(self._state, self._journal.follow(self._state.journal_seq))
+        return counts.get(seq, 0)
 
     def info(self) -> dict[str, Any]:
         """What an operator asks first: where, which model, how many, how old."""
@@ -339,29 +381,3 @@ def _check_k(k: Any) -> int:
         raise ConfigError(f"k={k} is more than a box can show (at most {MAX_K}); for every article's "
                           "box at once use the `similar-articles export` command")
     return int(k)
-
-
-# ------------------------------------------------------------------ process-wide default
-_default: Recommender | None = None
-_default_lock = threading.Lock()
-INDEX_ENV = "SIMILAR_ARTICLES_INDEX"
-
-
-def default_recommender() -> Recommender:
-    """The process-wide Recommender, loaded once from $SIMILAR_ARTICLES_INDEX."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                path = os.environ.get(INDEX_ENV)
-                if not path:
-                    raise SimilarArticlesError(
-                        f"set {INDEX_ENV} to an index folder built with `similar-articles build`, "
-                        "or use Recommender.load(path).recommend(...)")
-                _default = Recommender.load(path)
-    return _default
-
-
-def recommend(article: str | ArticleLike, k: int = 2, **options: Any) -> list[Recommendation]:
-    """Fill a box from the process-wide index ($SIMILAR_ARTICLES_INDEX)."""
-    return default_recommender().recommend(article, k, **options)

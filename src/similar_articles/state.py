@@ -22,6 +22,7 @@ from .features import copies
 from .features.lexical import LexicalModel
 from .features.store import Rows, TextFeatures
 from .index import FaissIndex, LayeredIndex
+from .journal import Record
 from .table import ArticleTable
 
 
@@ -49,6 +50,7 @@ class ServingState:
     neighbours: NeighbourLists | None
     manifest: dict[str, Any]
     path: Path | None
+    journal_seq: int = 0  # the last live-update record this state includes
 
     @classmethod
     def from_snapshot(cls, snapshot: LoadedSnapshot, config: Config, model_id: str) -> "ServingState":
@@ -78,7 +80,8 @@ class ServingState:
             built = ((manifest.get("config") or {}).get("ranking") or {}).get("copy_containment")
             neighbours = NeighbourLists(art.neighbour_lists, art.neighbour_overlap, art.neighbour_copies,
                                         built if art.neighbour_copies is not None else None)
-        return cls(table, LayeredIndex(index), features, neighbours, manifest, path)
+        return cls(table, LayeredIndex(index), features, neighbours, manifest, path,
+                   int(manifest.get("journal_seq", 0)))
 
     def with_added(self, articles: Sequence[Article], vectors: np.ndarray) -> "ServingState":
         """A new state with ``articles`` (and their unit ``vectors``) added; a known id's
@@ -100,6 +103,17 @@ class ServingState:
         if not positions:
             return self, 0
         return replace(self, table=self.table.with_removed(positions)), len(set(positions))
+
+    def with_record(self, record: Record, model_id: str) -> tuple["ServingState", int]:
+        """A new state with one journal record applied, and how many articles it added
+        or removed. A record made with another model (before a model change) is skipped."""
+        if record.op == "add":
+            if record.model_id != model_id:
+                return replace(self, journal_seq=record.seq), 0
+            state, changed = self.with_added(record.articles, record.vectors), len(record.articles)
+        else:
+            state, changed = self.with_removed(record.ids)
+        return replace(state, journal_seq=record.seq), changed
 
     def listed_count(self) -> int:
         """Articles with a neighbour list: those of the snapshot (0 without lists)."""

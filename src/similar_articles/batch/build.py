@@ -30,12 +30,13 @@ from ..artifacts import Artifacts, write_artifacts
 from ..buildlock import BuildLock
 from ..config import Config
 from ..embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder
-from ..errors import ConfigError, SimilarArticlesError
+from ..errors import ConfigError, IndexNotFoundError, SimilarArticlesError
 from ..features import copies
 from ..features.lexical import Fingerprints, LexicalModel, list_overlaps
 from ..index import FaissIndex, create_index
 from ..index.neighbours import build_candidate_lists
-from ..snapshot import clean_staging, discard_staged, publish_snapshot
+from ..journal import Folded, Journal, fold
+from ..snapshot import MANIFEST, clean_staging, discard_staged, list_snapshots, publish_snapshot, resolve_snapshot_dir
 from ..sources import RowsSource, Source, SourceError, as_sources
 from ..state import ServingState
 from .encode import Gathered, read_and_encode
@@ -147,10 +148,13 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
         path = Path(scratch) / CACHE_FILE if cache is False else root / CACHE_FILE if cache is True else Path(cache)
         store, features = EmbeddingCache(path), FeatureCache(path)
         try:
+            folded = _live_updates(root, store, encoder.model_id)
+            report.live_updates = {"through": folded.last_seq, "added": len(folded.added),
+                                   "removed": len(folded.removed)}
             terms = LexicalPass(features)
             gathered, report.rows_read, report.encoded = read_and_encode(
                 sources, encoder, None if cache is False else store, features, terms, stages, errors,
-                vector_column=vector_column, chunk_rows=chunk_rows, vectors=vectors)
+                vector_column=vector_column, chunk_rows=chunk_rows, vectors=vectors, folded=folded)
             report.articles = len(gathered)
             report.reused = report.articles - report.encoded
             if not len(gathered):
@@ -169,7 +173,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
         "library_version": __version__, "model_id": encoder.model_id, "dimensions": int(index.dim),
         "count": len(artifacts.published), "index_kind": index.kind, "config": config.to_dict(),
         "embeddings": "precomputed" if precomputed else "encoded",
-        "encoded": report.encoded, "reused": report.reused,
+        "encoded": report.encoded, "reused": report.reused, "journal_seq": folded.last_seq,
     }
     extra_files = None
     if gated:
@@ -192,8 +196,32 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
     except BaseException:
         discard_staged(staged)
         raise
+    _compact_journal(root)
     report.snapshot = str(final)
     report.status = "published"
+
+
+def _live_updates(root: Path, store: EmbeddingCache, model_id: str) -> Folded:
+    """The journal's records since the snapshot served now was built, folded into one
+    net change; their vectors go into the cache, so nothing journaled is re-encoded."""
+    try:
+        after = int(json.loads((resolve_snapshot_dir(root) / MANIFEST).read_text("utf-8")).get("journal_seq", 0))
+    except IndexNotFoundError:
+        after = 0
+    folded = fold(Journal(root).follow(after, from_start=True), after)
+    journaled = [(a, v) for a, v in folded.added.values()]
+    if journaled:
+        store.put_many(model_id, [a.content_hash for a, _ in journaled], np.vstack([v for _, v in journaled]))
+    return folded
+
+
+def _compact_journal(root: Path) -> None:
+    """Drop the records every kept snapshot has folded in: a rollback to the oldest
+    still replays what came after its build."""
+    seqs = [int(json.loads((folder / MANIFEST).read_text("utf-8")).get("journal_seq", 0))
+            for folder in list_snapshots(root)]
+    if seqs:
+        Journal(root).compact(min(seqs))
 
 
 def _index(gathered: Gathered, config: Config, bar) -> FaissIndex:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..articles import Article
 from ..embedding import EmbeddingCache, Encoder, embed_articles, normalise_rows
+from ..journal import Folded
 from ..sources import ArticleReader, RowError, Source
 from ..table import columns_of
 from .features import FeatureCache, LexicalPass, sketches_of
@@ -66,12 +67,14 @@ def _as_vector(value: Any, dim: int | None) -> np.ndarray | str:
 
 def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: EmbeddingCache | None,
                     features: FeatureCache, terms: LexicalPass, stages: Stages, errors: ErrorSink, *,
-                    vector_column: str | None, chunk_rows: int, vectors: np.ndarray | None = None
-                    ) -> tuple[Gathered, int, int]:
+                    vector_column: str | None, chunk_rows: int, vectors: np.ndarray | None = None,
+                    folded: Folded | None = None) -> tuple[Gathered, int, int]:
     """Stream every source, chunk by chunk: validate, then vectors from the cache (or
     the rows' ``vector_column``, or ``vectors``: one checked row per article, in order)
-    and the model for what is missing, term counts and copy sketches. Returns what was
-    gathered, rows read and articles encoded."""
+    and the model for what is missing, term counts and copy sketches. ``folded`` live
+    updates win over the sources: their removed ids are skipped, and their added
+    articles the sources lack come last, with their journaled vectors. Returns what
+    was gathered, rows read and articles encoded."""
     reader, table = ArticleReader(), Gathered()
     given = iter(vectors) if vectors is not None else None
     encoded = 0
@@ -114,6 +117,8 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
                 if isinstance(item, RowError):
                     errors.add(item)
                     continue
+                if folded is not None and item.id in folded.removed:
+                    continue
                 if vector_column is not None:
                     vector = _as_vector(last[0], dim[0])
                     if isinstance(vector, str):
@@ -125,6 +130,13 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
                 elif given is not None:
                     pending_vectors.append(next(given))
                 pending.append(item)
+                if len(pending) >= chunk_rows:
+                    flush()
+        for article, vector in (folded.added.values() if folded is not None else ()):
+            if article.id not in reader.first_seen:
+                pending.append(article)
+                if vector_column is not None or given is not None:
+                    pending_vectors.append(vector)
                 if len(pending) >= chunk_rows:
                     flush()
         flush()

@@ -43,6 +43,7 @@ class BuildReport:
     added: int = 0
     changed: int = 0
     removed: int = 0
+    live_updates: dict[str, int] = field(default_factory=dict)  # journal folded in: through, added, removed
     seconds: dict[str, float] = field(default_factory=dict)
     gate: GateReport | None = None
     error: str | None = None
@@ -79,6 +80,9 @@ class BuildReport:
                  f"  encoded     {self.encoded}, reused {self.reused} (cache or identical text)",
                  f"  vs previous +{self.added} added, {self.changed} changed, -{self.removed} removed"
                  + (f" ({Path(self.previous_snapshot).name})" if self.previous_snapshot else " (first build)")]
+        if self.live_updates.get("added") or self.live_updates.get("removed"):
+            lines.append(f"  live updates folded in: {self.live_updates['added']} added, "
+                         f"{self.live_updates['removed']} removed (journal through record {self.live_updates['through']})")
         if self.gate:
             lines += [f"  gate        {'passed' if self.gate.passed else 'FAILED'}"
                       + (" (overridden by --force)" if self.gate.forced and not self.gate.passed else "")]
