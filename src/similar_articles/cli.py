@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_build(sub)
     _add_rollback(sub)
     _add_export(sub)
+    _add_serve(sub)
 
     rec = sub.add_parser("recommend", help="print the box for an indexed article")
     rec.add_argument("id", help="article id")
@@ -316,6 +317,35 @@ def _export(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     print(f"wrote {written} boxes to {args.out} in {elapsed:.1f} s "
           f"({1000 * elapsed / max(written, 1):.3f} ms per article)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_serve(sub) -> None:
+    serve = sub.add_parser("serve", help="serve boxes over HTTP to any site backend (needs the [server] extra)")
+    serve.add_argument("--index", type=Path, required=True)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--workers", type=int, default=1, help="processes (default 1; one per core for throughput)")
+    serve.add_argument("--token-file", type=Path, default=None,
+                       help="file holding the token that write routes need (default: $SIMILAR_ARTICLES_TOKEN; "
+                            "with neither, write routes answer 403)")
+    serve.add_argument("--cache-max-age", type=int, default=60,
+                       help="seconds a CDN may keep a box (Cache-Control; default 60, 0: no-cache)")
+    serve.add_argument("--access-log", action="store_true", help="log a line a request (off by default)")
+    serve.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .service.run import read_token, serve
+        from .service import ServiceSettings
+    except ImportError as exc:
+        raise ConfigError(f"the HTTP service needs the server extra ({exc.name} is missing): "
+                          "pip install 'similar-articles[server]'") from None
+    if args.cache_max_age < 0:
+        raise ConfigError(f"--cache-max-age={args.cache_max_age} is invalid: give seconds, 0 or more")
+    serve(ServiceSettings(args.index, token=read_token(args.token_file), cache_max_age=args.cache_max_age),
+          host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
     return EXIT_OK
 
 

@@ -164,6 +164,12 @@ class Recommender:
         finally:
             self._reloading.release()
 
+    def warm_up(self) -> None:
+        """Load now what a first unseen article, add or live update would otherwise
+        load mid-request: the model and the text features' code (1-5 s, once a
+        process). A service calls it before it reports ready."""
+        self._unseen_sources(self._state, Article.from_row({"id": "warm-up", "title": "Warm up the model"}))
+
     def pinned(self) -> "Recommender":
         """A view of the state served now that never reloads: a long job (an export)
         sees one snapshot from start to end while this recommender moves on."""

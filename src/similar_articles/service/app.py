@@ -1,0 +1,217 @@
+"""The service's routes over one :class:`Recommender`: boxes by id or for an unseen
+article, live updates behind a bearer token, health, readiness, metrics.
+
+A box answer carries an ``ETag`` made of the snapshot version and the live-update
+position, and ``Cache-Control: max-age`` (a setting), so a CDN or a CMS cache can hold
+it. A background thread picks up new snapshots and other workers' live updates every
+``refresh_interval`` seconds, with or without traffic.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Path as PathParam, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from .. import __version__
+from ..recommender import Recommender
+from . import metrics, problems
+from .problems import Problem
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+TOKEN_ENV = "SIMILAR_ARTICLES_TOKEN"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What ``similar-articles serve`` is given.
+
+    cache_max_age: seconds a CDN or browser may keep a box (``Cache-Control``); a box
+        may then lag a live update by that long. 0 sends ``no-cache``.
+    max_body_bytes: larger request bodies are refused with 413 (an article is ~5 KB).
+    refresh_interval: seconds between checks for a new snapshot or live updates (one
+        ``readlink`` and one ``stat``); live updates reach every worker within it.
+    """
+
+    index: Path
+    token: str | None = None
+    cache_max_age: int = 60
+    max_body_bytes: int = 10 * 1024 * 1024
+    refresh_interval: float = 0.5
+
+
+def create_app(settings: ServiceSettings, recommender: Recommender | None = None) -> FastAPI:
+    """The ASGI application. ``recommender``: one already loaded (tests); otherwise the
+    index is loaded at start-up, and a missing or damaged index stops the start."""
+    holder: dict[str, Recommender] = {}
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rec = recommender or Recommender.load(settings.index, reload_interval=None)
+        rec.warm_up()  # a first unseen article or live update would pay for it otherwise
+        holder["rec"] = rec
+        _update_gauges(rec)
+        follower = threading.Thread(target=_follow, args=(rec, settings.refresh_interval, stop), daemon=True,
+                                    name="similar-articles-follow")
+        follower.start()
+        yield
+        stop.set()
+
+    app = FastAPI(title="similar-articles", version=__version__, lifespan=lifespan,
+                  description="Related-article boxes for any site backend. Errors are application/problem+json.")
+    problems.install(app)
+    app.add_middleware(metrics.MetricsMiddleware)
+
+    def rec() -> Recommender:
+        return holder["rec"]
+
+    def box_response(request: Request, article_id: str, boxes_state, items) -> Response:
+        etag = f'"{boxes_state.manifest.get("version")}.{boxes_state.journal_seq}"'
+        headers = {"ETag": etag, "Cache-Control": f"max-age={settings.cache_max_age}"
+                   if settings.cache_max_age else "no-cache"}
+        metrics.count_box(any(i.fallback for i in items))
+        body = {"id": article_id, "snapshot": boxes_state.manifest.get("version"),
+                "box": [i.to_dict() for i in items]}
+        return Response(orjson.dumps(body), media_type=JSON, headers=headers)
+
+    @app.get("/v1/articles/{article_id}/similar", summary="The box of an indexed article",
+             responses={404: {"description": "Unknown article id"}, 422: {"description": "Bad parameter"}})
+    async def similar(request: Request, article_id: str = PathParam(max_length=1000),
+                      k: int = Query(2, ge=1, le=100, description="Items in the box"),
+                      section: list[str] | None = Query(None, description="Show only these sections (repeat)"),
+                      exclude: list[str] = Query([], description="Ids never to show (repeat)"),
+                      max_age_days: float | None = Query(None, gt=0, description="Hide older articles")) -> Response:
+        state = rec().state
+        etag = f'"{state.manifest.get("version")}.{state.journal_seq}"'
+        if request.headers.get("if-none-match") == etag and article_id in rec():
+            return Response(status_code=304, headers={"ETag": etag})
+        items = rec().recommend(article_id, k, exclude_ids=exclude, sections=section,
+                                **({"max_age_days": max_age_days} if max_age_days is not None else {}))
+        return box_response(request, article_id, state, items)
+
+    @app.post("/v1/similar", summary="The box of an unseen article (title, body, ...)",
+              responses={413: {"description": "Body too large"}, 422: {"description": "Bad article"}})
+    async def similar_unseen(request: Request, k: int = Query(2, ge=1, le=100),
+                             section: list[str] | None = Query(None), exclude: list[str] = Query([]),
+                             max_age_days: float | None = Query(None, gt=0)) -> Response:
+        article = await _json_body(request, settings.max_body_bytes)
+        if not isinstance(article, dict):
+            raise Problem(422, "Invalid article", "the body must be one article as a JSON object "
+                          '(e.g. {"id": "a1", "title": "...", "body": "..."})', field="body")
+        state = rec().state
+        items = await run_in_threadpool(
+            rec().recommend, article, k, exclude_ids=exclude, sections=section,
+            **({"max_age_days": max_age_days} if max_age_days is not None else {}))
+        return box_response(request, str(article.get("id", "")), state, items)
+
+    @app.put("/v1/articles", summary="Add or replace articles (bearer token)", status_code=200,
+             responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Writes are off"}})
+    async def put_articles(request: Request) -> Response:
+        _authorise(request, settings.token)
+        rows = await _json_body(request, settings.max_body_bytes)
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise Problem(422, "Invalid articles", "the body must be a JSON list of articles (objects)", field="body")
+        added = await run_in_threadpool(rec().add, rows)
+        return _json({"added": added, "live_update": rec().state.journal_seq})
+
+    @app.delete("/v1/articles/{article_id}", summary="Remove an article from every box (bearer token)",
+                responses={401: {"description": "Missing or wrong token"}, 404: {"description": "Unknown id"}})
+    async def delete_article(request: Request, article_id: str = PathParam(max_length=1000)) -> Response:
+        _authorise(request, settings.token)
+        if article_id not in rec():
+            raise Problem(404, "Unknown article", f"no article {article_id!r} in the index", field="article_id")
+        removed = await run_in_threadpool(rec().remove, [article_id])
+        return _json({"removed": removed, "live_update": rec().state.journal_seq})
+
+    @app.get("/healthz", summary="The process is alive (and which worker answered)")
+    async def healthz() -> Response:
+        return _json({"status": "ok", "pid": os.getpid()})
+
+    @app.get("/readyz", summary="A snapshot is loaded: version, articles, age")
+    async def readyz() -> Response:
+        if "rec" not in holder:
+            raise Problem(503, "Not ready", "the index is still loading")
+        state = rec().state
+        return _json({"status": "ready", "snapshot": state.manifest.get("version"), "articles": len(rec()),
+                      "age_seconds": _age_seconds(state.manifest), "live_update": state.journal_seq})
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+def _authorise(request: Request, token: str | None) -> None:
+    if not token:
+        raise Problem(403, "Writes are off", f"this service has no token, so it takes no updates; start it with "
+                      f"${TOKEN_ENV} set or --token-file PATH")
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise Problem(401, "Unauthorised", "send the service's token as 'Authorization: Bearer <token>'",
+                      field="Authorization", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    """The request's JSON, refused with 413 past ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "Body too large", f"the body has {declared} bytes; the limit is {limit} "
+                      "(send fewer articles a request)")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise Problem(413, "Body too large", f"the body is over the limit of {limit} bytes "
+                          "(send fewer articles a request)")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise Problem(400, "Malformed JSON", f"the body is not JSON ({exc}); send application/json",
+                      field="body") from None
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+def _follow(rec: Recommender, interval: float, stop: threading.Event) -> None:
+    """New snapshots and live updates, with or without traffic."""
+    while not stop.wait(interval):
+        try:
+            rec.refresh()
+        except Exception:  # keep serving what is loaded; the next round tries again
+            log.exception("similar-articles: refreshing from the index failed")
+        _update_gauges(rec)
+
+
+def _update_gauges(rec: Recommender) -> None:
+    state = rec.state
+    metrics.SNAPSHOT_AGE.set(_age_seconds(state.manifest) or 0)
+    metrics.BACKLOG.set(state.journal_seq - int(state.manifest.get("journal_seq", 0)))
+    metrics.ARTICLES.set(len(rec))
+
+
+def _age_seconds(manifest: dict[str, Any]) -> float | None:
+    try:
+        created = datetime.fromisoformat(manifest["created_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return round((datetime.now(timezone.utc) - created).total_seconds(), 1)
+
