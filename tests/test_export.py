@@ -243,3 +243,41 @@ def test_two_exports_to_one_file_at_once_each_leave_a_whole_file(tmp_path, news1
         lines = _lines(out)
         assert lines in (json.loads(json.dumps(_expected_lines(news100_index, 2))),
                          json.loads(json.dumps(_expected_lines(news100_index, 3)))), len(lines)
+
+
+def changed_files_after(main, args, capsys) -> str:
+    assert main(args) == 0
+    return capsys.readouterr().err.split(": ", 1)[1].split(" (")[0]
+
+
+def test_per_article_files_are_the_boxes_and_a_rerun_rewrites_only_the_changed(tmp_path, news100, news100_vectors,
+                                                                                encoder, capsys):
+    """For a CDN or PHP: OUT/<id>.json, each replaced only when its box changed."""
+    from urllib.parse import quote
+
+    from similar_articles.cli import main
+
+    rows = [dict(row, id=f"2017/{row['id']}") if i == 0 else row for i, row in enumerate(news100)]  # a '/' in an id
+    rec = Recommender.build(rows, tmp_path / "index", embeddings=news100_vectors, encoder=encoder)
+    out = tmp_path / "boxes"
+    args = ["export", "--index", str(tmp_path / "index"), "--layout", "per-article", "--out", str(out),
+            "--now", NOW.isoformat(), "--batch-size", "16"]
+    assert main(args) == 0
+    assert "100 boxes" in (err := capsys.readouterr().err) and "100 written, 0 unchanged, 0 deleted" in err
+    files = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
+    expected = _expected_lines(rec)
+    assert files == {quote(line["id"], safe="") + ".json": json.loads(json.dumps(line)) for line in expected}
+    assert "2017%2F" + rows[0]["id"].split("/")[1] + ".json" in files and not list(out.glob(".*"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert changed_files_after(main, args, capsys) == "0 written, 100 unchanged, 0 deleted"
+    # Remove one article: its file goes, the boxes that showed it change, the rest stay as they were.
+    gone = expected[5]["id"]
+    rec.remove([gone])
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    changed = {quote(line["id"], safe="") + ".json" for line in expected
+               if gone in [item["id"] for item in line["box"]]}
+    assert f"{len(changed)} written, {99 - len(changed)} unchanged, 1 deleted" in err
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert quote(gone, safe="") + ".json" not in after
+    assert {name for name in after if after[name] != stamps[name]} == changed

@@ -282,7 +282,10 @@ def _add_export(sub) -> None:
     export = sub.add_parser(
         "export", help="write every indexed article's box to JSONL or Parquet (for CMS caches)")
     export.add_argument("--index", type=Path, required=True)
-    export.add_argument("--out", type=Path, required=True, help="a .jsonl or .parquet file")
+    export.add_argument("--out", type=Path, required=True,
+                        help="a .jsonl or .parquet file; with --layout per-article, a folder")
+    export.add_argument("--layout", choices=("file", "per-article"), default="file",
+                        help="per-article: one JSON file a box (OUT/<id>.json), rewritten only when it changed")
     export.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the file name")
     export.add_argument("-k", type=int, default=2, help="box size (default 2)")
     export.add_argument("--now", default=None,
@@ -297,7 +300,7 @@ def _export(args: argparse.Namespace) -> int:
     """Every live article's box, in index order (export.write_boxes)."""
     from datetime import datetime, timezone
 
-    from .export import write_boxes
+    from .export import write_box_files, write_boxes
     from .recommender import Recommender
 
     if args.batch_size < 1:
@@ -312,6 +315,13 @@ def _export(args: argparse.Namespace) -> int:
         now = now.replace(tzinfo=timezone.utc)
     rec = Recommender.load(args.index, reload_interval=None)
     started = time.perf_counter()
+    if args.layout == "per-article":
+        counts = write_box_files(rec, args.out, k=args.k, now=now, batch_size=args.batch_size,
+                                 processes=args.processes)
+        print(f"{counts['boxes']} boxes in {args.out}: {counts['written']} written, {counts['unchanged']} "
+              f"unchanged, {counts['deleted']} deleted (articles no longer indexed) in "
+              f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+        return EXIT_OK
     written = write_boxes(rec, args.out, fmt=args.format, k=args.k, now=now, batch_size=args.batch_size,
                           processes=args.processes)
     elapsed = time.perf_counter() - started

@@ -1,7 +1,8 @@
-"""Every indexed article's box in one file, for sites that cache boxes in their CMS:
-JSONL (one line per article: {"id", "box": [...]}, dates as ISO 8601 strings) or
-Parquet (one row per box item: id, rank and the item's fields, dates as UTC
-timestamps). The file appears by atomic rename, whole or not at all.
+"""Every indexed article's box, for sites that cache boxes in their CMS or serve files:
+one JSONL file (a line per article: {"id", "box": [...]}, dates as ISO 8601 strings),
+one Parquet file (a row per box item: id, rank and the item's fields, dates as UTC
+timestamps), each appearing by atomic rename, whole or not at all; or a folder with
+one JSON file a box (``write_box_files``), for a CDN or PHP to read.
 
 Boxes come from ``recommend_many`` (the one ranking path), a batch at a time, on every
 core: worker processes forked from this one share its loaded index, rank and encode
@@ -17,6 +18,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from urllib.parse import quote
 
 from . import parallel
 from .errors import ConfigError
@@ -41,16 +43,11 @@ def write_boxes(rec: Recommender, out: str | os.PathLike, *, fmt: str | None = N
     x 100 KB a process); ``processes``: worker processes (default: one per core; 1 keeps
     the work in this process); ``progress``: a progress bar (None: when stderr is a
     terminal)."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
     fmt = fmt or format_of(out)
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} is invalid: give a positive number")
-    if processes is not None and processes < 1:
-        raise ConfigError(f"processes={processes} is invalid: give a positive number (1: no workers)")
+    _check_batching(batch_size, processes)
     pinned = rec.pinned()
     ids = pinned.ids()
     writer = _ParquetRows if fmt == "parquet" else _JsonLines
@@ -61,18 +58,84 @@ def write_boxes(rec: Recommender, out: str | os.PathLike, *, fmt: str | None = N
     os.close(fd)
     staging = Path(staging_name)
     try:
-        with writer(staging) as file, tqdm(total=len(ids), unit="article", desc="export",
-                                           disable=None if progress is None else not progress) as bar:
-            job = _Job(pinned, ids, file.encode, k, now or datetime.now(timezone.utc))
-            batches = [(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
-            for (start, stop), encoded in zip(batches, _encoded_batches(job, batches, processes)):
+        with writer(staging) as file:
+            for encoded in _encoded(pinned, ids, file.encode, k, now, batch_size, processes, progress):
                 file.put(encoded)
-                bar.update(stop - start)
         os.chmod(staging, 0o644)  # mkstemp's file is private; a web server or PHP reads this one
         os.replace(staging, out)  # readers never see half a file
     finally:
         staging.unlink(missing_ok=True)
     return len(ids)
+
+
+def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int = 2, now: datetime | None = None,
+                    batch_size: int = 1024, processes: int | None = None,
+                    progress: bool | None = None) -> dict[str, int]:
+    """One JSON file a box, ``folder/<id>.json`` (the id percent-encoded, as PHP's
+    ``rawurlencode`` does), for a CDN or PHP to read. Each file is replaced atomically,
+    and only when its box changed, so a rerun touches (and a CDN purges) only those;
+    files of articles no longer in the index are deleted. Returns the counts: boxes,
+    written, unchanged, deleted."""
+    _check_batching(batch_size, processes)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pinned = rec.pinned()
+    ids = pinned.ids()
+    counts = {"boxes": len(ids), "written": 0, "unchanged": 0, "deleted": 0}
+    for files in _encoded(pinned, ids, _box_files, k, now, batch_size, processes, progress):
+        for name, data in files:
+            path = folder / name
+            try:
+                if path.read_bytes() == data:
+                    counts["unchanged"] += 1
+                    continue
+            except FileNotFoundError:
+                pass
+            staging = folder / f".{name}.{os.getpid()}.tmp"
+            staging.write_bytes(data)
+            os.replace(staging, path)
+            counts["written"] += 1
+    wanted = {box_file_name(i) for i in ids}
+    for path in folder.glob("*.json"):
+        if path.name not in wanted:
+            path.unlink(missing_ok=True)
+            counts["deleted"] += 1
+    return counts
+
+
+def box_file_name(article_id: str) -> str:
+    """The file of an article's box: its id percent-encoded (no ``/``, no ``..``)."""
+    name = quote(article_id, safe="") + ".json"
+    if len(name.encode()) > 255 or name.startswith("."):
+        raise ConfigError(f"article id {article_id[:60]!r} cannot be a file name (too long or starting with a dot); "
+                          "export a JSONL or Parquet file instead")
+    return name
+
+
+def _box_files(ids: Sequence[str], boxes: Sequence[Sequence[Recommendation]]) -> list[tuple[str, bytes]]:
+    return [(box_file_name(i), json.dumps({"id": i, "box": [item.to_dict() for item in box]},
+                                          ensure_ascii=False).encode("utf-8")) for i, box in zip(ids, boxes)]
+
+
+def _check_batching(batch_size: Any, processes: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} is invalid: give a positive number")
+    if processes is not None and processes < 1:
+        raise ConfigError(f"processes={processes} is invalid: give a positive number (1: no workers)")
+
+
+def _encoded(pinned: Recommender, ids: list[str], encode: Callable, k: int, now: datetime | None,
+             batch_size: int, processes: int | None, progress: bool | None):
+    """Each batch's boxes as ``encode`` makes them, in index order, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(ids), unit="article", desc="export",
+              disable=None if progress is None else not progress) as bar:
+        job = _Job(pinned, ids, encode, k, now or datetime.now(timezone.utc))
+        batches = [(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
+        for (start, stop), encoded in zip(batches, _encoded_batches(job, batches, processes)):
+            yield encoded
+            bar.update(stop - start)
 
 
 class _Job:
