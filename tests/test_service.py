@@ -144,7 +144,11 @@ def test_writes_need_the_token(server, news100):
     _problem(httpx.put(url, json=[LEMON]), 401, "Authorization")
     _problem(httpx.put(url, json=[LEMON], headers={"Authorization": "Bearer wrong"}), 401)
     _problem(httpx.delete(f"{url}/{news100[1]['id']}"), 401)
-    _problem(httpx.put(url, json={"not": "a list"}, headers={"Authorization": f"Bearer {TOKEN}"}), 422, "body")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    _problem(httpx.put(url, json={"not": "a list"}, headers=auth), 422, "body")
+    _problem(httpx.put(url, json=[{"id": str(i), "title": "t"} for i in range(1001)], headers=auth), 413, "body")
+    body = _problem(httpx.put(url, json=[LEMON, {"id": "no-text"}], headers=auth), 422)
+    assert "row 2" in body["detail"] and "lemon" not in httpx.get(f"{server.url}/readyz").text
 
 
 def test_an_add_through_one_worker_shows_in_every_worker_within_a_second(server):
