@@ -162,7 +162,8 @@ def _rollback(args: argparse.Namespace) -> int:
     from .snapshot import rollback
 
     now, was = rollback(args.index, to=args.to)
-    print(f"now serving {now.name} (was {was.name}); running servers switch at their next reload check")
+    print(f"now serving {now.name} (was {was.name if was else 'none: current was missing'}); "
+          "running servers switch at their next reload check")
     return EXIT_OK
 
 

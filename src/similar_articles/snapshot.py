@@ -200,6 +200,23 @@ def resolve_snapshot_dir(path: str | os.PathLike) -> Path:
         f"`similar-articles build SOURCE --index {path}`")
 
 
+def serving_dir(root: str | os.PathLike) -> Path | None:
+    """The snapshot ``root/current`` points to, or None when the link is missing or
+    dangling (deleted by hand, or its folder removed)."""
+    current = Path(root) / CURRENT
+    return current.resolve() if (current / MANIFEST).is_file() else None
+
+
+def latest_snapshot_dir(root: str | os.PathLike) -> tuple[Path | None, bool]:
+    """(the snapshot serving, True), or with ``current`` lost (the newest kept one,
+    False), or (None, False) for a root with no snapshot: a first build."""
+    serving = serving_dir(root)
+    if serving is not None:
+        return serving, True
+    kept = list_snapshots(root)
+    return (kept[-1] if kept else None), False
+
+
 def read_snapshot(path: str | os.PathLike, *, verify: bool = True,
                   mapped: Iterable[str] = ()) -> Snapshot:
     """Read and (by default) checksum-verify the snapshot that ``path`` serves.
@@ -247,19 +264,24 @@ def read_snapshot(path: str | os.PathLike, *, verify: bool = True,
 
 
 # ------------------------------------------------------------------ rollback
-def rollback(root: str | os.PathLike, *, to: str | None = None) -> tuple[Path, Path]:
+def rollback(root: str | os.PathLike, *, to: str | None = None) -> tuple[Path, Path | None]:
     """Point ``current`` at the snapshot published before the current one (or at the
-    version ``to``). Returns (now serving, was serving). Running servers pick it up by
-    hot reload. Refused while a build holds the lock."""
+    version ``to``, which also repairs a deleted or dangling ``current``). Returns (now
+    serving, was serving or None). Running servers pick it up by hot reload. Refused
+    while a build holds the lock."""
     root = Path(root)
     with BuildLock(root, purpose="rollback"):
-        was = resolve_snapshot_dir(root)
         kept = list_snapshots(root)
+        names = ", ".join(p.name for p in kept) or "none"
+        was = serving_dir(root)
         if to is not None:
             target = root / SNAPSHOTS / to
             if target not in kept:
-                raise IndexNotFoundError(
-                    f"no snapshot {to!r} in {root / SNAPSHOTS}; kept: {', '.join(p.name for p in kept) or 'none'}")
+                raise IndexNotFoundError(f"no snapshot {to!r} in {root / SNAPSHOTS}; rollback --to needs one of: {names}")
+        elif was is None:
+            raise IndexNotFoundError(
+                f"{root / CURRENT} is missing or points to no snapshot, so there is no previous one; "
+                f"rollback --to needs one of: {names}")
         else:
             earlier = [p for p in kept if p.name < was.name]
             if not earlier:

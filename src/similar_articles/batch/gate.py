@@ -20,7 +20,7 @@ from ..artifacts import read_artifacts
 from ..config import Config, RankingConfig
 from ..errors import ConfigError, SimilarArticlesError
 from ..pools import Request, indexed_sources, rank_block
-from ..snapshot import resolve_snapshot_dir
+from ..snapshot import CURRENT, latest_snapshot_dir
 from ..state import ServingState
 
 GATE_FILE = "gate.json"
@@ -314,10 +314,12 @@ def open_previous(root: Path, gate: GateLimits, now: datetime, *, notes: list[st
     """The snapshot now serving. Missing: a first build. Unreadable: say so and let the
     new build replace it. Its stored gate boxes are used when measured the same way;
     otherwise it is opened as its servers rank (its own saved config) and measured."""
-    try:
-        folder = resolve_snapshot_dir(root)
-    except SimilarArticlesError:
+    folder, serving = latest_snapshot_dir(root)
+    if folder is None:
         return None
+    if not serving:  # a lost link must not turn a truncated export into a "first build"
+        notes.append(f"{root / CURRENT} is missing or dangling: compared with the newest kept "
+                     f"snapshot {folder.name}")
     try:
         snapshot = read_artifacts(folder, verify=False)
         metadata = snapshot.artifacts.metadata

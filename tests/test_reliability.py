@@ -1,0 +1,224 @@
+"""Issue 30: no input silently lost, no bad row crashes a build, every failure names its
+fix. One test per finding of the issue (numbered as there)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from similar_articles import Article, ConfigError, IndexNotFoundError, InvalidArticleError, Recommender
+from similar_articles.batch import run_build
+from similar_articles.embedding import EmbeddingCache
+from similar_articles.embedding.vectors import normalise_rows
+from similar_articles.snapshot import CURRENT, SNAPSHOTS, list_snapshots, resolve_snapshot_dir, rollback
+from similar_articles.sources import FileSource, RowError, SourceError, read_rows
+
+from test_snapshot import write as write_snapshot
+
+
+def csv_file(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def jsonl_file(path: Path, rows, *, prefix: bytes = b"") -> Path:
+    path.write_bytes(prefix + "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8"))
+    return path
+
+
+def small_rows(n: int) -> list[dict]:
+    return [{"id": f"a{i}", "title": f"Headline number {i}", "body": f"Body of article {i}, in words."}
+            for i in range(1, n + 1)]
+
+
+def warm(root: Path, rows, vectors, encoder) -> None:
+    """Put the session's News100 vectors into the index's cache, as an earlier build would."""
+    root.mkdir(parents=True, exist_ok=True)
+    cache = EmbeddingCache(root / "embeddings.sqlite")
+    cache.put_many(encoder.model_id, [Article.from_row(r).content_hash for r in rows], vectors[:len(rows)])
+    cache.close()
+
+
+# ------------------------------------------------------------------ 1. unclosed quote
+def test_1_an_unclosed_quote_costs_one_row_not_the_rest_of_the_file(tmp_path):
+    path = csv_file(tmp_path / "feed.csv", small_rows(100))
+    lines = path.read_text(encoding="utf-8").split("\n")
+    # Row 91 (line 92): a quote opened and never closed, as a hand-edited export has it.
+    lines[91] = 'a91,"Minister says ""no comment"" on budget,Body of article 91'
+    path.write_text("\n".join(lines), encoding="utf-8")
+    read = list(read_rows(path))
+    errors = [row for _, row in read if isinstance(row, RowError)]
+    ids = [row["id"] for _, row in read if not isinstance(row, RowError)]
+    assert len(errors) == 1 and errors[0].kind == "unclosed quote"
+    assert "line 92" in errors[0].reason and "Close the quote" in errors[0].reason
+    assert ids == [f"a{i}" for i in range(1, 101) if i != 91]  # rows 92-100 are not swallowed
+    assert max(len(row.get("title", "")) for _, row in read if isinstance(row, dict)) < 30
+
+
+def test_1_a_build_reports_the_swallowing_row(tmp_path, encoder):
+    path = csv_file(tmp_path / "feed.csv", small_rows(40))
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines[31] = 'a31,"Minister says ""no comment"" on budget,Body of article 31'
+    path.write_text("\n".join(lines), encoding="utf-8")
+    report = run_build(path, tmp_path / "index", encoder=encoder, cache=False, progress=False)
+    assert report.status == "published" and report.articles == 39
+    assert report.skipped_by_reason == {"unclosed quote": 1}
+
+
+def test_1_a_quote_closed_by_a_later_row_is_reported_too(tmp_path):
+    rows = small_rows(10)
+    rows[7]["title"] = 'She said "yes, and'  # written quoted by csv: fine
+    path = csv_file(tmp_path / "feed.csv", rows)
+    text = path.read_text(encoding="utf-8").replace("a3,Headline number 3", 'a3,"Headline number 3')
+    path.write_text(text, encoding="utf-8")
+    read = list(read_rows(path))
+    errors = [row for _, row in read if isinstance(row, RowError)]
+    assert [e.row for e in errors] == [3] and "line 4" in errors[0].reason
+    assert len(read) == 10 and sum(isinstance(r, dict) for _, r in read) == 9
+
+
+def test_1_quoted_fields_spanning_lines_still_read_whole(tmp_path):
+    rows = small_rows(3)
+    rows[1]["body"] = "First paragraph.\n\nSecond, with a \"quote\"."
+    read = list(read_rows(csv_file(tmp_path / "feed.csv", rows)))
+    assert [r["body"] for _, r in read] == [row["body"] for row in rows]
+
+
+# ------------------------------------------------------------------ 2. now=
+@pytest.mark.parametrize("now", ["2019-02-01", date(2019, 2, 1), 1548979200, 0])
+def test_2_now_that_is_not_a_datetime_is_refused_by_name(seed_index, now):
+    rec = Recommender.load(seed_index)
+    with pytest.raises(ConfigError, match="now=.* give a datetime"):
+        rec.recommend(rec.ids()[0], now=now)
+    with pytest.raises(ConfigError, match="now=.* give a datetime"):
+        rec.recommend_many(rec.ids()[:2], now=now)
+
+
+# ------------------------------------------------------------------ 3. current lost
+@pytest.mark.parametrize("damage", ["deleted", "dangling"])
+def test_3_rollback_to_repairs_a_lost_current_link(tmp_path, damage):
+    first, second = write_snapshot(tmp_path, 1), write_snapshot(tmp_path, 2)
+    (tmp_path / CURRENT).unlink()
+    if damage == "dangling":
+        os.symlink(Path(SNAPSHOTS) / "20200101T000000000000Z", tmp_path / CURRENT)
+    with pytest.raises(IndexNotFoundError, match=f"rollback --to needs one of: {first.name}, {second.name}"):
+        rollback(tmp_path)
+    assert rollback(tmp_path, to=first.name) == (first, None)
+    assert resolve_snapshot_dir(tmp_path) == first
+
+
+def test_3_a_build_after_current_is_lost_is_not_a_first_build(tmp_path, news100, news100_vectors, encoder):
+    root = tmp_path / "index"
+    warm(root, news100[:60], news100_vectors, encoder)
+    assert run_build(news100[:60], root, encoder=encoder, progress=False).status == "published"
+    (root / CURRENT).unlink()
+    truncated = run_build(news100[:10], root, encoder=encoder, progress=False)  # a truncated export
+    assert truncated.status == "refused" and truncated.removed == 50
+    assert any(c.name == "removed" for c in truncated.gate.failed)
+    assert any("missing or dangling" in note for note in truncated.gate.notes)
+
+
+# ------------------------------------------------------------------ 4. vector length
+def test_4_most_rows_decide_the_vector_length_not_the_first(tmp_path, news100, news100_vectors):
+    rows = [dict(r, vector=v.tolist()) for r, v in zip(news100[:40], news100_vectors[:40])]
+    rows[0]["vector"] = rows[0]["vector"][:8]
+    report = run_build(rows, tmp_path / "index", vector_column="vector", progress=False)
+    assert report.status == "published" and report.articles == 39
+    assert report.skipped_by_reason == {"bad vector": 1}
+    reason = json.loads(Path(report.errors_path).read_text().splitlines()[0])
+    assert reason["row"] == 1 and reason["reason"] == "the vector has 8 numbers, most rows 384"
+    assert Recommender.load(tmp_path / "index").manifest["dimensions"] == 384
+
+
+# ------------------------------------------------------------------ 5. crashing rows
+def test_5_a_deeply_nested_line_is_a_row_error(tmp_path):
+    path = tmp_path / "feed.jsonl"
+    path.write_bytes(b'{"id": "a1", "title": "One"}\n' + b'{"id": "x", "tags": ' + b"[" * 100_000
+                     + b"]" * 100_000 + b"}\n" + b'{"id": "a2", "title": "Two"}\n')
+    read = list(read_rows(path))
+    assert [n for n, _ in read] == [1, 2, 3] and isinstance(read[1][1], RowError)
+    assert "nested too deeply" in read[1][1].reason and read[2][1]["id"] == "a2"
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00"])
+def test_5_a_date_outside_the_calendar_in_utc_is_a_row_error(tmp_path, seed_index, when):
+    row = {"id": "x", "title": "NATO summit", "published_at": when}
+    with pytest.raises(InvalidArticleError, match="out of range.*fix the date"):
+        Article.from_row(row)
+    with pytest.raises(InvalidArticleError, match="out of range"):
+        Recommender.build([row, {"id": "y", "title": "Other"}], tmp_path / "b")
+    with pytest.raises(InvalidArticleError, match="out of range"):
+        Recommender.load(seed_index).recommend(row)
+    report = run_build([row, *small_rows(3)], tmp_path / "index", progress=False, cache=False)
+    assert report.status == "published" and report.skipped_by_reason == {"invalid published_at": 1}
+
+
+# ------------------------------------------------------------------ 6. lost without a word
+def test_6_a_byte_order_mark_does_not_cost_the_first_jsonl_row(tmp_path):
+    path = jsonl_file(tmp_path / "feed.jsonl", small_rows(3), prefix=b"\xef\xbb\xbf")
+    assert [row["id"] for _, row in read_rows(path)] == ["a1", "a2", "a3"]
+
+
+def test_6_a_misspelt_mapped_jsonl_column_fails_at_once(tmp_path):
+    rows = [dict(r, article_text=r.pop("body")) for r in small_rows(3)]
+    path = jsonl_file(tmp_path / "feed.jsonl", rows)
+    source = FileSource(path, mapping={"body": "artcle_text"})
+    with pytest.raises(SourceError, match=r"no column for --map body=artcle_text; its columns \(in the first"
+                                          r" 1000 rows\) are id, title, article_text; fix the column name"):
+        source.check()
+    with pytest.raises(SourceError, match="artcle_text"):
+        run_build(path, tmp_path / "index", mapping=["body=artcle_text"], progress=False)
+    FileSource(path, mapping={"body": "article_text"}).check()
+
+
+# ------------------------------------------------------------------ 7. misuse
+def test_7_misused_arguments_raise_errors_naming_the_parameter(seed_index):
+    rec = Recommender.load(seed_index)
+    ids = rec.ids()
+    with pytest.raises(ConfigError, match="exclude_ids=.* a single string: give a list of ids"):
+        rec.recommend(ids[0], exclude_ids=ids[1])
+    with pytest.raises(ConfigError, match="sections='sport' is a single string"):
+        rec.recommend(ids[0], sections="sport")
+    with pytest.raises(ConfigError, match="batch_size=-1 is invalid"):
+        rec.recommend_many(ids, batch_size=-1)
+    with pytest.raises(ConfigError, match=r"remove\(\) takes article ids \(strings\), got dict"):
+        rec.remove([{"id": ids[0]}])
+
+
+# ------------------------------------------------------------------ 8. rollback twice
+def test_8_a_second_rollback_goes_further_back_not_forward(tmp_path):
+    first, second, third = (write_snapshot(tmp_path, n) for n in (1, 2, 3))
+    assert rollback(tmp_path) == (second, third)
+    assert rollback(tmp_path) == (first, second)
+    assert resolve_snapshot_dir(tmp_path) == first
+
+
+# ------------------------------------------------------------------ 10. smaller risks
+def test_10_vectors_scaled_far_up_or_down_keep_their_direction():
+    base = np.random.default_rng(0).normal(size=(3, 384)).astype(np.float32)
+    expected = normalise_rows(base)
+    for scale in (1e30, 1e-30):
+        scaled = normalise_rows(base * np.float32(scale))
+        assert np.allclose(scaled, expected, atol=1e-5)
+        assert np.allclose(np.linalg.norm(scaled, axis=1), 1.0, atol=1e-5)
+
+
+def test_10_a_huge_row_is_refused_with_its_size_not_read_into_memory(tmp_path):
+    rows = small_rows(3)
+    rows[1]["body"] = "word " * (2 * 2**20)  # 10 MB
+    for path in (jsonl_file(tmp_path / "feed.jsonl", rows), csv_file(tmp_path / "feed.csv", rows)):
+        read = list(read_rows(path))
+        assert [r["id"] for _, r in read if isinstance(r, dict)] == ["a1", "a3"]
+        error = read[1][1]
+        assert isinstance(error, RowError) and error.kind == "row too large" and "MB" in error.reason
