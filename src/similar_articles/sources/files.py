@@ -9,6 +9,7 @@ import csv
 import glob
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -20,6 +21,7 @@ from .base import CHUNK_ROWS, Row, RowError, Source, SourceError, import_optiona
 # are used, and reading a 50 MB row cost ~760 MB of memory. A CSV field may hold a whole
 # article body; Python's default limit is 128 KB.
 MAX_ROW_BYTES = 8 * 2**20
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # where a line ends at a \r with no \n after it
 JSONL_KEYS_SAMPLE = 1000  # rows read to check --map columns of a JSONL file
 csv.field_size_limit(MAX_ROW_BYTES)
 
@@ -142,7 +144,10 @@ def _read_csv(path: Path) -> Iterator[Row]:
     one bad quote costs one row, not the rest of the file."""
     with open(path, "rb") as f:
         lines = _Lines(f)
-        header = next(csv.reader(lines), None)
+        try:
+            header = next(csv.reader(lines), None)
+        except csv.Error as exc:
+            raise SourceError(f"{path}: line 1, the header, is not valid CSV ({exc}); fix it") from None
         if header is None:
             return
         number = 0
@@ -189,29 +194,36 @@ def _csv_row(path: Path, number: int, row: dict, extra: int) -> "dict | RowError
 
 class _Lines:
     """A binary file's lines as text for :mod:`csv`, counted, and able to go back to a
-    line. Undecodable bytes are kept (surrogateescape) so each row reports its own."""
+    line. Lines end at \\n, \\r\\n or a lone \\r, as in universal-newline mode. Undecodable
+    bytes are kept (surrogateescape) so each row reports its own."""
 
     def __init__(self, file) -> None:
         self.file, self.number, self.offset = file, 0, 0
+        self.queue: list[bytes] = []
         self.bom = True
 
     def __iter__(self) -> "_Lines":
         return self
 
     def __next__(self) -> str:
-        raw = self.file.readline()
-        if not raw:
-            raise StopIteration
+        if not self.queue:
+            raw = self.file.readline()
+            if not raw:
+                raise StopIteration
+            if self.bom:
+                self.bom = False
+                if raw.startswith(codecs.BOM_UTF8):
+                    raw, self.offset = raw[len(codecs.BOM_UTF8):], self.offset + len(codecs.BOM_UTF8)
+            self.queue = [piece for piece in _LONE_CR.split(raw) if piece]
+        line = self.queue.pop(0)
         self.number += 1
-        self.offset += len(raw)
-        if self.bom:
-            self.bom, raw = False, raw.removeprefix(codecs.BOM_UTF8)
-        return raw.decode("utf-8", errors="surrogateescape")
+        self.offset += len(line)
+        return line.decode("utf-8", errors="surrogateescape")
 
     def restart(self, start: int, offset: int) -> None:
         """Continue after line ``start``, which begins at byte ``offset``."""
         self.file.seek(offset)
-        self.number, self.offset = start - 1, offset
+        self.queue, self.number, self.offset = [], start - 1, offset
         next(self)
 
 
