@@ -4,18 +4,21 @@ fix. One test per finding of the issue (numbered as there)."""
 from __future__ import annotations
 
 import csv
-import io
+import errno
 import json
 import os
 import shutil
+import sqlite3
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from similar_articles import Article, ConfigError, IndexNotFoundError, InvalidArticleError, Recommender
-from similar_articles.batch import run_build
+from similar_articles import (Article, ConfigError, IndexCorruptedError, IndexNotFoundError, InvalidArticleError,
+                              Recommender, StorageError)
+from similar_articles.batch import DRY_RUN_REPORT_FILE, REPORT_FILE, run_build
+from similar_articles.cli import main
 from similar_articles.embedding import EmbeddingCache
 from similar_articles.embedding.vectors import normalise_rows
 from similar_articles.snapshot import CURRENT, SNAPSHOTS, list_snapshots, resolve_snapshot_dir, rollback
@@ -222,3 +225,107 @@ def test_10_a_huge_row_is_refused_with_its_size_not_read_into_memory(tmp_path):
         assert [r["id"] for _, r in read if isinstance(r, dict)] == ["a1", "a3"]
         error = read[1][1]
         assert isinstance(error, RowError) and error.kind == "row too large" and "MB" in error.reason
+
+
+# ------------------------------------------------------------------ 9. failures that name their fix
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", "/index/snapshots/.tmp-x/published.npy")
+
+
+def test_9_a_full_disk_while_writing_a_snapshot_names_the_fix(tmp_path, monkeypatch, capsys):
+    path = jsonl_file(tmp_path / "feed.jsonl", small_rows(5))
+    first = run_build(path, tmp_path / "index", progress=False, cache=False)
+    monkeypatch.setattr(np, "save", no_space)
+    assert main(["build", str(path), "--index", str(tmp_path / "index"), "--progress", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the disk of /index/snapshots/.tmp-x/published.npy while building the index: " \
+           "free space there" in err and "Traceback" not in err
+    assert resolve_snapshot_dir(tmp_path / "index") == Path(first.snapshot)  # the old one serves
+    saved = json.loads((tmp_path / "index" / REPORT_FILE).read_text())
+    assert saved["status"] == "failed" and "free space there" in saved["error"]
+
+
+def test_9_a_full_disk_while_writing_the_cache_names_the_fix(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(EmbeddingCache, "put_many", full)
+    with pytest.raises(StorageError, match="no space left on the disk of .*index while building the index"):
+        run_build(small_rows(5), tmp_path / "index", progress=False)
+
+
+def test_9_a_read_only_index_folder_names_the_fix(tmp_path, monkeypatch):
+    import similar_articles.buildlock as buildlock
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+    monkeypatch.setattr(buildlock.os, "open", read_only)
+    with pytest.raises(StorageError, match="build.lock is not writable .*Read-only file system.* give the user "
+                                           "running the build write access to"):
+        run_build(small_rows(5), tmp_path / "index", progress=False)
+
+
+def test_9_a_garbage_cache_file_is_moved_aside_and_rebuilt(tmp_path, caplog):
+    root = tmp_path / "index"
+    root.mkdir()
+    (root / "embeddings.sqlite").write_bytes(b"this is not a database" * 100)
+    report = run_build(small_rows(5), root, progress=False)
+    assert report.status == "published" and report.encoded == 5
+    aside = [p.name for p in root.iterdir() if p.name.startswith("embeddings.sqlite.damaged-")]
+    assert len(aside) == 1 and "moved it to " + aside[0] in caplog.text
+
+
+@pytest.mark.parametrize("damage", [b"\x00\x01", bytes(384 * 4), np.full(384, np.nan, np.float32).tobytes()])
+def test_9_a_damaged_cache_row_is_dropped_and_encoded_again(tmp_path, encoder, damage):
+    root = tmp_path / "index"
+    rows = small_rows(6)
+    assert run_build(rows, root, encoder=encoder, progress=False).encoded == 6
+    with sqlite3.connect(root / "embeddings.sqlite") as db:
+        db.execute("UPDATE embeddings SET vector = ? WHERE content_hash = ?",
+                   (damage, Article.from_row(rows[2]).content_hash))
+    for _ in range(2):  # the damaged row is replaced, so the build after is clean again
+        report = run_build(rows, root, encoder=encoder, progress=False)
+        assert report.status == "published"
+    rec = Recommender.load(root)
+    vectors = rec.state.index.vectors(np.arange(len(rec)))
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert report.encoded == 0 and report.cache_repaired == 0
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda m: [],
+    lambda m: {**m, "checksums": list(m["checksums"])},
+    lambda m: {**m, "config": [1]},
+    lambda m: {**m, "checksums": {**m["checksums"], "/etc/passwd.npy": "0" * 64}},
+    lambda m: {**m, "checksums": {**m["checksums"], "../published.npy": "0" * 64}},
+])
+def test_9_and_10_a_tampered_manifest_is_refused_by_name(tmp_path, seed_index, tamper):
+    root = tmp_path / "index"
+    shutil.copytree(seed_index, root, symlinks=True)
+    manifest_path = resolve_snapshot_dir(root) / "manifest.json"
+    manifest_path.write_text(json.dumps(tamper(json.loads(manifest_path.read_text()))))
+    with pytest.raises(IndexCorruptedError, match="manifest.json: .*; roll back to an earlier snapshot"):
+        Recommender.load(root)
+
+
+# ------------------------------------------------------------------ docs: the cron job
+def test_a_dry_run_leaves_last_build_json_alone(tmp_path):
+    path = jsonl_file(tmp_path / "feed.jsonl", small_rows(5))
+    run_build(path, tmp_path / "index", progress=False, cache=False)
+    before = (tmp_path / "index" / REPORT_FILE).read_text()
+    report = run_build(path, tmp_path / "index", progress=False, cache=False, dry_run=True)
+    assert report.status == "dry_run" and (tmp_path / "index" / REPORT_FILE).read_text() == before
+    assert json.loads((tmp_path / "index" / DRY_RUN_REPORT_FILE).read_text())["status"] == "dry_run"
+
+
+# ------------------------------------------------------------------ 10. cache pruning
+def test_10_cache_entries_no_recent_build_used_are_pruned(tmp_path, encoder):
+    root, rows = tmp_path / "index", small_rows(6)
+    run_build(rows, root, encoder=encoder, progress=False, prune_cache_after=2)
+    edited = [dict(rows[0], body="An edit that changes the text."), *rows[1:]]
+    first = run_build(edited, root, encoder=encoder, progress=False, prune_cache_after=2)
+    assert first.cache_pruned == 0 and len(EmbeddingCache(root / "embeddings.sqlite")) == 7
+    second = run_build(edited, root, encoder=encoder, progress=False, prune_cache_after=2)
+    assert second.cache_pruned == 1 and "1 unused entries pruned" in second.summary()
+    assert len(EmbeddingCache(root / "embeddings.sqlite")) == 6
+    kept = run_build(edited, root, encoder=encoder, progress=False, prune_cache_after=0)
+    assert kept.cache_pruned == 0 and kept.encoded == 0

@@ -234,13 +234,14 @@ def read_snapshot(path: str | os.PathLike, *, verify: bool = True,
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise IndexCorruptedError(f"{folder / MANIFEST} is unreadable ({exc}); rebuild the index") from None
+    _check_manifest(folder, manifest)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexCorruptedError(
             f"{folder} has snapshot format {version!r}, this library reads format "
             f"{FORMAT_VERSION}; rebuild it with this version: `similar-articles build SOURCE --index "
             f"{folder.parent.parent if folder.parent.name == SNAPSHOTS else folder}`")
-    checksums = manifest.get("checksums") or {}
+    checksums = manifest["checksums"]
     for name in (INDEX_FILE, METADATA_FILE):
         if name not in checksums:
             raise IndexCorruptedError(f"{folder / MANIFEST} lists no {name}; rebuild the index")
@@ -261,6 +262,26 @@ def read_snapshot(path: str | os.PathLike, *, verify: bool = True,
     except (OSError, ValueError) as exc:
         raise IndexCorruptedError(f"{folder}: cannot read metadata ({exc}); rebuild the index") from None
     return Snapshot(folder, manifest, metadata, arrays)
+
+
+def _check_manifest(folder: Path, manifest: Any) -> None:
+    """A manifest edited by hand or damaged is refused by name, and every file it lists
+    must be a plain name inside the snapshot folder (not an absolute or ``../`` path)."""
+    def fail(problem: str) -> None:
+        raise IndexCorruptedError(f"{folder / MANIFEST}: {problem}; roll back to an earlier snapshot "
+                                  "(`similar-articles rollback`) or rebuild the index")
+
+    if not isinstance(manifest, dict):
+        fail(f"expected a JSON object, found a {type(manifest).__name__}")
+    checksums = manifest.get("checksums")
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
+        fail("'checksums' is not an object of file name -> SHA-256")
+    for name in checksums:
+        if name != os.path.basename(name) or name.startswith(".") or "\\" in name:
+            fail(f"it lists {name!r}, which is not a file of the snapshot folder")
+    for key in ("config",):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            fail(f"{key!r} is not an object")
 
 
 # ------------------------------------------------------------------ rollback
