@@ -17,7 +17,7 @@ import pytest
 
 from similar_articles import (Article, ConfigError, IndexCorruptedError, IndexNotFoundError, InvalidArticleError,
                               Recommender, StorageError)
-from similar_articles.batch import DRY_RUN_REPORT_FILE, REPORT_FILE, run_build
+from similar_articles.batch import DRY_RUN_REPORT_FILE, REPORT_FILE, GateLimits, run_build
 from similar_articles.cli import main
 from similar_articles.embedding import EmbeddingCache
 from similar_articles.embedding.vectors import normalise_rows
@@ -329,3 +329,17 @@ def test_10_cache_entries_no_recent_build_used_are_pruned(tmp_path, encoder):
     assert len(EmbeddingCache(root / "embeddings.sqlite")) == 6
     kept = run_build(edited, root, encoder=encoder, progress=False, prune_cache_after=0)
     assert kept.cache_pruned == 0 and kept.encoded == 0
+
+
+def test_1_the_gate_refuses_a_file_with_many_unreadable_rows(tmp_path, encoder):
+    path = csv_file(tmp_path / "feed.csv", small_rows(40))
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for line in (5, 12, 20):  # 3 of 40 rows: 7.5% unreadable, over the default 5%
+        lines[line] = f'a{line},"Minister says ""no comment"" on budget,Body'
+    path.write_text("\n".join(lines), encoding="utf-8")
+    report = run_build(path, tmp_path / "index", encoder=encoder, cache=False, progress=False)
+    assert report.status == "refused" and report.articles == 37
+    assert [c.problem() for c in report.gate.failed] == ["unreadable rows 0.075 > 0.05"]
+    looser = run_build(path, tmp_path / "index", encoder=encoder, cache=False, progress=False,
+                       gate=GateLimits(max_unreadable_share=0.1))
+    assert looser.status == "published"

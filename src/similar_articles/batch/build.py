@@ -39,7 +39,7 @@ from ..index import FaissIndex, create_index
 from ..index.neighbours import build_candidate_lists
 from ..journal import Folded, Journal, fold
 from ..snapshot import MANIFEST, clean_staging, discard_staged, list_snapshots, publish_snapshot, resolve_snapshot_dir
-from ..sources import RowsSource, Source, SourceError, as_sources
+from ..sources import UNREADABLE_KINDS, RowsSource, Source, SourceError, as_sources
 from ..state import ServingState
 from .encode import Gathered, read_and_encode
 from .features import FeatureCache, LexicalPass
@@ -208,7 +208,9 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
     extra_files = None
     if gated:
         with stages.stage("gate", "boxes") as bar:
-            result = _gate(report, root, artifacts, index, manifest, config, gate, encoder, force, bar)
+            unreadable = sum(n for kind, n in errors.by_reason.items() if kind in UNREADABLE_KINDS)
+            result = _gate(report, root, artifacts, index, manifest, config, gate, encoder, force, bar,
+                           unreadable_share=unreadable / max(report.rows_read, 1))
         if not result.passed and not force:
             report.status = "refused"
             return
@@ -292,7 +294,8 @@ def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalMode
 
 
 def _gate(report: BuildReport, root: Path, artifacts: Artifacts, index: FaissIndex, manifest: dict,
-          config: Config, gate: GateLimits, encoder: Encoder, force: bool, bar) -> GateReport:
+          config: Config, gate: GateLimits, encoder: Encoder, force: bool, bar, *,
+          unreadable_share: float) -> GateReport:
     """The quality gate over the new build, served from memory as a load would serve it."""
     state = ServingState.from_parts(artifacts, index, manifest, config)
     now = datetime.now(timezone.utc)
@@ -310,7 +313,8 @@ def _gate(report: BuildReport, root: Path, artifacts: Artifacts, index: FaissInd
     else:
         report.added = len(ids)
     result = evaluate_gate(GateSample(state, config.ranking, gate.k, now, gate.duplicate_similarity),
-                           previous, gate, removed=report.removed, bar=bar, notes=notes)
+                           previous, gate, removed=report.removed, unreadable_share=unreadable_share, bar=bar,
+                           notes=notes)
     result.forced = force and not result.passed
     report.gate = result
     log.info("gate: %s%s", "passed" if result.passed else "FAILED: " + ", ".join(

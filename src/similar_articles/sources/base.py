@@ -15,6 +15,10 @@ from ..errors import ConfigError, InvalidArticleError, SimilarArticlesError
 CHUNK_ROWS = 1000
 
 Row = tuple[int, "dict | RowError"]
+# RowError kinds of rows a reader could not parse at all (as opposed to rows read but
+# invalid as articles): the build's gate limits their share (max_unreadable_share).
+UNREADABLE_KINDS = frozenset({"unclosed quote", "not valid CSV", "not valid JSON", "not UTF-8",
+                              "not a JSON object", "too many fields", "row too large"})
 
 
 @dataclass(frozen=True)
