@@ -117,6 +117,8 @@ def test_3_rollback_to_repairs_a_lost_current_link(tmp_path, damage):
         os.symlink(Path(SNAPSHOTS) / "20200101T000000000000Z", tmp_path / CURRENT)
     with pytest.raises(IndexNotFoundError, match=f"rollback --to needs one of: {first.name}, {second.name}"):
         rollback(tmp_path)
+    with pytest.raises(IndexNotFoundError, match=f"current is missing .* rollback --index {tmp_path} --to {second.name}"):
+        resolve_snapshot_dir(tmp_path)
     assert rollback(tmp_path, to=first.name) == (first, None)
     assert resolve_snapshot_dir(tmp_path) == first
 

@@ -195,6 +195,11 @@ def resolve_snapshot_dir(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise IndexNotFoundError(
             f"no index at {path}: build one with `similar-articles build SOURCE --index {path}`")
+    kept = list_snapshots(path)
+    if kept:
+        raise IndexNotFoundError(
+            f"{path / CURRENT} is missing or points to no snapshot; kept: {', '.join(p.name for p in kept)}: "
+            f"serve one with `similar-articles rollback --index {path} --to {kept[-1].name}`")
     raise IndexNotFoundError(
         f"{path} holds no index (no {CURRENT}/{MANIFEST}): build one with "
         f"`similar-articles build SOURCE --index {path}`")

@@ -150,11 +150,11 @@ def _read_csv(path: Path) -> Iterator[Row]:
             raise SourceError(f"{path}: line 1, the header, is not valid CSV ({exc}); fix it") from None
         if header is None:
             return
-        number = 0
+        number, records = 0, csv.reader(lines, strict=True)  # each next() starts a fresh record
         while True:
             start, offset = lines.number + 1, lines.offset
             try:
-                values = next(csv.reader(lines, strict=True), None)
+                values = next(records, None)
             except csv.Error as exc:
                 values, problem = None, str(exc)
             else:
@@ -206,16 +206,18 @@ class _Lines:
         return self
 
     def __next__(self) -> str:
-        if not self.queue:
-            raw = self.file.readline()
-            if not raw:
+        if self.queue:
+            line = self.queue.pop(0)
+        else:
+            line = self.file.readline()
+            if not line:
                 raise StopIteration
             if self.bom:
                 self.bom = False
-                if raw.startswith(codecs.BOM_UTF8):
-                    raw, self.offset = raw[len(codecs.BOM_UTF8):], self.offset + len(codecs.BOM_UTF8)
-            self.queue = [piece for piece in _LONE_CR.split(raw) if piece]
-        line = self.queue.pop(0)
+                if line.startswith(codecs.BOM_UTF8):
+                    line, self.offset = line[len(codecs.BOM_UTF8):], self.offset + len(codecs.BOM_UTF8)
+            if b"\r" in line.rstrip(b"\r\n"):
+                line, *self.queue = [piece for piece in _LONE_CR.split(line) if piece]
         self.number += 1
         self.offset += len(line)
         return line.decode("utf-8", errors="surrogateescape")
