@@ -78,7 +78,7 @@ class GateLimits:
     max_hub_rise: float | None = 0.05
     max_churn: float | None = 0.5
     max_removed_share: float | None = 0.2
-    max_unreadable_share: float | None = 0.05
+    max_unreadable_share: float | None = 0.2
     duplicate_similarity: float | None = 0.92
 
     def __post_init__(self) -> None:
