@@ -346,3 +346,16 @@ def test_1_the_gate_counts_unreadable_rows(tmp_path, encoder):
                        gate=GateLimits(max_unreadable_share=0.05))
     assert strict.status == "refused" and strict.exit_code == 3
     assert [c.problem() for c in strict.gate.failed] == ["unreadable rows 0.075 > 0.05"]
+
+
+def test_10_the_cache_keeps_the_layout_older_versions_write(tmp_path, encoder):
+    """A cache shared through --cache with an older version: its rows still go in, and
+    count as used from the next build on (so they are pruned only once unused)."""
+    root = tmp_path / "index"
+    run_build(small_rows(3), root, encoder=encoder, progress=False, prune_cache_after=1)
+    with sqlite3.connect(root / "embeddings.sqlite") as db:
+        db.execute("INSERT INTO embeddings VALUES (?, ?, ?)", ("old-model", "abc", np.ones(4, np.float32).tobytes()))
+    first = run_build(small_rows(3), root, encoder=encoder, progress=False, prune_cache_after=1)
+    assert first.cache_pruned == 0 and len(EmbeddingCache(root / "embeddings.sqlite")) == 4
+    second = run_build(small_rows(3), root, encoder=encoder, progress=False, prune_cache_after=1)
+    assert second.cache_pruned == 1 and len(EmbeddingCache(root / "embeddings.sqlite")) == 3

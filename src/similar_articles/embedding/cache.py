@@ -61,8 +61,10 @@ class EmbeddingCache:
                 "CREATE TABLE IF NOT EXISTS embeddings (model_id TEXT NOT NULL, "
                 "content_hash TEXT NOT NULL, vector BLOB NOT NULL, "
                 "PRIMARY KEY (model_id, content_hash))")
-            if "used" not in {row[1] for row in db.execute("PRAGMA table_info(embeddings)")}:
-                db.execute("ALTER TABLE embeddings ADD COLUMN used INTEGER NOT NULL DEFAULT 0")
+            # Which build last used each row, in a table of its own: the embeddings table
+            # keeps the layout older versions (sharing a file through --cache) write.
+            db.execute("CREATE TABLE IF NOT EXISTS embedding_use (model_id TEXT NOT NULL, content_hash TEXT NOT NULL, "
+                       "build INTEGER NOT NULL, PRIMARY KEY (model_id, content_hash))")
             db.execute("CREATE TABLE IF NOT EXISTS cache_builds (builds INTEGER NOT NULL)")
             db.commit()
         except BaseException:
@@ -77,43 +79,54 @@ class EmbeddingCache:
             self.build = (row[0] if row else 0) + 1
             self._db.execute("DELETE FROM cache_builds")
             self._db.execute("INSERT INTO cache_builds VALUES (?)", (self.build,))
+            (rows,), (marked,) = (self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+                                  for table in ("embeddings", "embedding_use"))
+            if rows != marked:  # rows an older version wrote count as used now
+                self._db.execute("INSERT OR IGNORE INTO embedding_use SELECT model_id, content_hash, ? "
+                                 "FROM embeddings", (self.build,))
         return self.build
 
     def prune(self, after_builds: int = PRUNE_AFTER_BUILDS) -> int:
         """Delete rows that none of the last ``after_builds`` builds used. Returns how many."""
         if self.build is None:
             raise RuntimeError("prune() needs start_build() first")
+        last_kept = self.build - after_builds
         with self._db:
-            return self._db.execute("DELETE FROM embeddings WHERE used <= ?",
-                                    (self.build - after_builds,)).rowcount
+            pruned = self._db.execute(
+                "DELETE FROM embeddings WHERE (model_id, content_hash) IN "
+                "(SELECT model_id, content_hash FROM embedding_use WHERE build <= ?)", (last_kept,)).rowcount
+            self._db.execute("DELETE FROM embedding_use WHERE build <= ?", (last_kept,))
+        return pruned
 
     def get_many(self, model_id: str, hashes: Iterable[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         wanted = list(dict.fromkeys(hashes))
         for start in range(0, len(wanted), 500):  # SQLite caps bound parameters
             part = wanted[start:start + 500]
-            marks = ",".join("?" * len(part))
             rows = self._db.execute(
                 f"SELECT content_hash, vector FROM embeddings WHERE model_id = ? AND "
-                f"content_hash IN ({marks})", [model_id, *part])
+                f"content_hash IN ({','.join('?' * len(part))})", [model_id, *part])
             for content_hash, blob in rows:
                 vector = _vector(blob)
                 if vector is None:
                     self.damaged_rows += 1
                 else:
                     found[content_hash] = vector
-            if self.build is not None:
-                with self._db:
-                    self._db.execute(f"UPDATE embeddings SET used = ? WHERE model_id = ? AND content_hash IN "
-                                     f"({marks})", [self.build, model_id, *part])
+        self._mark_used(model_id, found)
         return found
 
     def put_many(self, model_id: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
         with self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings (model_id, content_hash, vector, used) VALUES (?, ?, ?, ?)",
-                [(model_id, h, np.ascontiguousarray(v, dtype=np.float32).tobytes(), self.build or 0)
-                 for h, v in zip(hashes, vectors)])
+                "INSERT OR REPLACE INTO embeddings (model_id, content_hash, vector) VALUES (?, ?, ?)",
+                [(model_id, h, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in zip(hashes, vectors)])
+        self._mark_used(model_id, hashes)
+
+    def _mark_used(self, model_id: str, hashes: Iterable[str]) -> None:
+        if self.build is not None:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO embedding_use VALUES (?, ?, ?)",
+                                     [(model_id, h, self.build) for h in hashes])
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
