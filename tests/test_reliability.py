@@ -359,3 +359,17 @@ def test_10_the_cache_keeps_the_layout_older_versions_write(tmp_path, encoder):
     assert first.cache_pruned == 0 and len(EmbeddingCache(root / "embeddings.sqlite")) == 4
     second = run_build(small_rows(3), root, encoder=encoder, progress=False, prune_cache_after=1)
     assert second.cache_pruned == 1 and len(EmbeddingCache(root / "embeddings.sqlite")) == 3
+
+
+@pytest.mark.parametrize("table, column", [("term_counts", "term_ids"), ("copy_sketches", "sketch")])
+def test_9_a_damaged_feature_row_is_computed_again(tmp_path, encoder, table, column):
+    root, rows = tmp_path / "index", small_rows(6)
+    first = run_build(rows, root, encoder=encoder, progress=False)
+    with sqlite3.connect(root / "embeddings.sqlite") as db:
+        db.execute(f"UPDATE {table} SET {column} = ? WHERE content_hash = ?",
+                   (b"\x01\x02\x03", Article.from_row(rows[2]).content_hash))
+    again = run_build(rows, root, encoder=encoder, progress=False)
+    assert again.status == "published"
+    assert (Path(again.snapshot) / "term_ids.npy").read_bytes() == (Path(first.snapshot) / "term_ids.npy").read_bytes()
+    assert (Path(again.snapshot) / "copy_sketches.npy").read_bytes() == \
+        (Path(first.snapshot) / "copy_sketches.npy").read_bytes()
