@@ -373,3 +373,25 @@ def test_9_a_damaged_feature_row_is_computed_again(tmp_path, encoder, table, col
     assert (Path(again.snapshot) / "term_ids.npy").read_bytes() == (Path(first.snapshot) / "term_ids.npy").read_bytes()
     assert (Path(again.snapshot) / "copy_sketches.npy").read_bytes() == \
         (Path(first.snapshot) / "copy_sketches.npy").read_bytes()
+
+
+# ------------------------------------------------------------------ docs: the cron job
+def test_the_cron_example_needs_nothing_from_a_login_shell(monkeypatch):
+    """Cron gives a job a bare environment: the example names the command by an absolute
+    path, sets every variable it reads in the crontab, and parses as a real build."""
+    import re
+    import shlex
+
+    from similar_articles.cli import _parser
+
+    text = (Path(__file__).parents[1] / "docs" / "batch.md").read_text(encoding="utf-8")
+    block = re.search(r"```cron\n(.*?)```", text, re.S).group(1).splitlines()
+    settings = dict(line.split("=", 1) for line in block if re.match(r"^[A-Z_]+=", line))
+    job = next(line for line in block if re.match(r"^[\d*]", line))
+    command = shlex.split(job)[5:]
+    assert command[0].startswith("/") and command[0].endswith("/bin/similar-articles")
+    assert set(re.findall(r"\$\{?([A-Za-z_]+)", job)) <= set(settings)  # no variable cron lacks
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    args = _parser().parse_args(command[1:command.index(">>/var/log/sa-build.log")])
+    assert args.sql_url == settings["SIMILAR_ARTICLES_SQL_URL"] and args.table == "articles"
