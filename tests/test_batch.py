@@ -123,7 +123,7 @@ def test_bad_vectors_are_skipped_like_bad_rows(tmp_path, news100, news100_vector
     assert report.articles == 27 and report.skipped_by_reason == {"bad vector": 3}
     reasons = [json.loads(line)["reason"] for line in open(report.errors_path)]
     assert reasons == ["no vector in the vector column", "the vector has NaN, infinite or only zero values",
-                       "the vector has 10 numbers, earlier rows 384"]
+                       "the vector has 10 numbers, most rows 384"]
 
 
 # ------------------------------------------------------------------ bad rows and sources

@@ -195,9 +195,16 @@ def parse_datetime(value: Any, *, row: int | None = None, source: str | None = N
         raise InvalidArticleError(
             f"expected an ISO 8601 date string, got {type(value).__name__}",
             field="published_at", row=row, source=source, article_id=article_id)
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.astimezone(timezone.utc)
+        parsed.timestamp()  # boxes compare timestamps; a date past year 9999 in UTC has none
+    except (OverflowError, ValueError, OSError):
+        raise InvalidArticleError(
+            f"date {value!r} is out of range (in UTC it falls before year 1 or after 9999); "
+            "fix the date", field="published_at", row=row, source=source, article_id=article_id) from None
+    return parsed
 
 
 def _tags(value: Any, where: dict) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import ENCODER_BACKENDS, INDEX_KINDS, INDEX_STORES, Config, EncoderConfig, IndexConfig
+from .embedding.cache import PRUNE_AFTER_BUILDS
 from .errors import ConfigError, SimilarArticlesError, UnknownArticleError
 from .export import FORMATS as EXPORT_FORMATS
 
@@ -109,6 +110,9 @@ def _add_build(sub) -> None:
                             f"(the default: float below {IndexConfig.fp16_threshold:,} articles, fp16 from there)")
     build.add_argument("--cache", type=Path, help="embedding cache file (default: INDEX/embeddings.sqlite)")
     build.add_argument("--keep", type=int, default=3, help="snapshots kept for rollback (default 3)")
+    build.add_argument("--prune-cache-after", type=int, default=PRUNE_AFTER_BUILDS, metavar="BUILDS",
+                       help=f"delete cache entries no build used in this many builds (default {PRUNE_AFTER_BUILDS}; "
+                            "0: never)")
     build.add_argument("--chunk-rows", type=int, default=512, metavar="N",
                        help="articles encoded and committed to the cache at a time (default 512)")
     build.add_argument("--errors", type=Path,
@@ -154,7 +158,7 @@ def _build(args: argparse.Namespace) -> int:
                        keep=args.keep, gate=GateLimits.from_overrides(args.gate), progress=progress,
                        errors_path=args.errors, fmt=args.format, mapping=mapping,
                        vector_column=args.vector_column, cache=args.cache or True,
-                       chunk_rows=args.chunk_rows)
+                       chunk_rows=args.chunk_rows, prune_cache_after=args.prune_cache_after)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())
     return report.exit_code
 
@@ -163,7 +167,8 @@ def _rollback(args: argparse.Namespace) -> int:
     from .snapshot import rollback
 
     now, was = rollback(args.index, to=args.to)
-    print(f"now serving {now.name} (was {was.name}); running servers switch at their next reload check")
+    print(f"now serving {now.name} (was {was.name if was else 'none: current was missing'}); "
+          "running servers switch at their next reload check")
     return EXIT_OK
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class SimilarArticlesError(Exception):
     """Base class of every error this library raises on purpose."""
@@ -47,3 +50,30 @@ class IndexCorruptedError(SimilarArticlesError):
 
 class ModelMismatchError(SimilarArticlesError):
     """The index was built with another embedding model than the one configured."""
+
+
+class StorageError(SimilarArticlesError, OSError):
+    """Writing the index or its cache failed: disk full, read-only folder, no permission."""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_error(exc: BaseException, folder: object, doing: str) -> BaseException:
+    """``exc`` as a StorageError naming the file and the fix, if it is a disk-full,
+    read-only or permission failure (OSError or SQLite's own); anything else unchanged."""
+    if isinstance(exc, SimilarArticlesError):
+        return exc
+    text = str(exc).lower()
+    if isinstance(exc, OSError) and (exc.errno in _NO_SPACE or exc.errno in _NOT_WRITABLE):
+        where, no_space = exc.filename or folder, exc.errno in _NO_SPACE
+    elif isinstance(exc, sqlite3.Error) and ("full" in text or "readonly" in text or "unable to open" in text):
+        where, no_space = folder, "full" in text
+    else:
+        return exc
+    if no_space:
+        return StorageError(f"no space left on the disk of {where} while {doing}: free space there (or point "
+                            "--index or --cache at a bigger disk) and rerun; the snapshot serving now is untouched")
+    return StorageError(f"{where} is not writable ({exc}) while {doing}: give the user running the build "
+                        f"write access to {folder} (or mount it read-write), or use another --index")

@@ -245,7 +245,7 @@ class Recommender:
         _check_k(k)
         state = self._serving()
         positions = state.table.require(list(ids))
-        now = now or datetime.now(timezone.utc)
+        now = _utc(now)
         # Iterables are read once, for every block.
         exclude_ids = exclude_ids if isinstance(exclude_ids, str) else tuple(exclude_ids)
         sections = sections if sections is None or isinstance(sections, str) else tuple(sections)
@@ -267,7 +267,7 @@ class Recommender:
         """The one ranking path, from a call's arguments to its Recommendations."""
         k = _check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
-        now_ts = _utc(now or datetime.now(timezone.utc)).timestamp()
+        now_ts = _utc(now).timestamp()
         if isinstance(exclude_ids, str):
             raise ConfigError(f"exclude_ids={exclude_ids!r} is a single string: give a list of ids")
         if isinstance(sections, str):
@@ -373,8 +373,14 @@ def parse_articles(rows: Iterable[ArticleLike]) -> list[Article]:
     return articles
 
 
-def _utc(when: datetime) -> datetime:
-    """A naive time read as UTC, as naive article dates and the CLI's --now are."""
+def _utc(when: datetime | None) -> datetime:
+    """``now``: the clock if None, a naive time read as UTC (as naive article dates and
+    the CLI's --now are); anything but a datetime is refused rather than guessed at."""
+    if when is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(when, datetime):
+        raise ConfigError(f"now={when!r} is a {type(when).__name__}: give a datetime (a naive one is read "
+                          "as UTC), e.g. datetime(2019, 2, 1, 12, 0, tzinfo=timezone.utc)")
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
 
 

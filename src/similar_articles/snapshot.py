@@ -195,9 +195,31 @@ def resolve_snapshot_dir(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise IndexNotFoundError(
             f"no index at {path}: build one with `similar-articles build SOURCE --index {path}`")
+    kept = list_snapshots(path)
+    if kept:
+        raise IndexNotFoundError(
+            f"{path / CURRENT} is missing or points to no snapshot; kept: {', '.join(p.name for p in kept)}: "
+            f"serve one with `similar-articles rollback --index {path} --to {kept[-1].name}`")
     raise IndexNotFoundError(
         f"{path} holds no index (no {CURRENT}/{MANIFEST}): build one with "
         f"`similar-articles build SOURCE --index {path}`")
+
+
+def serving_dir(root: str | os.PathLike) -> Path | None:
+    """The snapshot ``root/current`` points to, or None when the link is missing or
+    dangling (deleted by hand, or its folder removed)."""
+    current = Path(root) / CURRENT
+    return current.resolve() if (current / MANIFEST).is_file() else None
+
+
+def latest_snapshot_dir(root: str | os.PathLike) -> tuple[Path | None, bool]:
+    """(the snapshot serving, True), or with ``current`` lost (the newest kept one,
+    False), or (None, False) for a root with no snapshot: a first build."""
+    serving = serving_dir(root)
+    if serving is not None:
+        return serving, True
+    kept = list_snapshots(root)
+    return (kept[-1] if kept else None), False
 
 
 def read_snapshot(path: str | os.PathLike, *, verify: bool = True,
@@ -217,13 +239,14 @@ def read_snapshot(path: str | os.PathLike, *, verify: bool = True,
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise IndexCorruptedError(f"{folder / MANIFEST} is unreadable ({exc}); rebuild the index") from None
+    _check_manifest(folder, manifest)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexCorruptedError(
             f"{folder} has snapshot format {version!r}, this library reads format "
             f"{FORMAT_VERSION}; rebuild it with this version: `similar-articles build SOURCE --index "
             f"{folder.parent.parent if folder.parent.name == SNAPSHOTS else folder}`")
-    checksums = manifest.get("checksums") or {}
+    checksums = manifest["checksums"]
     for name in (INDEX_FILE, METADATA_FILE):
         if name not in checksums:
             raise IndexCorruptedError(f"{folder / MANIFEST} lists no {name}; rebuild the index")
@@ -246,20 +269,45 @@ def read_snapshot(path: str | os.PathLike, *, verify: bool = True,
     return Snapshot(folder, manifest, metadata, arrays)
 
 
+def _check_manifest(folder: Path, manifest: Any) -> None:
+    """A manifest edited by hand or damaged is refused by name, and every file it lists
+    must be a plain name inside the snapshot folder (not an absolute or ``../`` path)."""
+    def fail(problem: str) -> None:
+        raise IndexCorruptedError(f"{folder / MANIFEST}: {problem}; roll back to an earlier snapshot "
+                                  "(`similar-articles rollback`) or rebuild the index")
+
+    if not isinstance(manifest, dict):
+        fail(f"expected a JSON object, found a {type(manifest).__name__}")
+    checksums = manifest.get("checksums")
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
+        fail("'checksums' is not an object of file name -> SHA-256")
+    for name in checksums:
+        if name != os.path.basename(name) or name.startswith(".") or "\\" in name:
+            fail(f"it lists {name!r}, which is not a file of the snapshot folder")
+    for key in ("config",):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            fail(f"{key!r} is not an object")
+
+
 # ------------------------------------------------------------------ rollback
-def rollback(root: str | os.PathLike, *, to: str | None = None) -> tuple[Path, Path]:
+def rollback(root: str | os.PathLike, *, to: str | None = None) -> tuple[Path, Path | None]:
     """Point ``current`` at the snapshot published before the current one (or at the
-    version ``to``). Returns (now serving, was serving). Running servers pick it up by
-    hot reload. Refused while a build holds the lock."""
+    version ``to``, which also repairs a deleted or dangling ``current``). Returns (now
+    serving, was serving or None). Running servers pick it up by hot reload. Refused
+    while a build holds the lock."""
     root = Path(root)
     with BuildLock(root, purpose="rollback"):
-        was = resolve_snapshot_dir(root)
         kept = list_snapshots(root)
+        names = ", ".join(p.name for p in kept) or "none"
+        was = serving_dir(root)
         if to is not None:
             target = root / SNAPSHOTS / to
             if target not in kept:
-                raise IndexNotFoundError(
-                    f"no snapshot {to!r} in {root / SNAPSHOTS}; kept: {', '.join(p.name for p in kept) or 'none'}")
+                raise IndexNotFoundError(f"no snapshot {to!r} in {root / SNAPSHOTS}; rollback --to needs one of: {names}")
+        elif was is None:
+            raise IndexNotFoundError(
+                f"{root / CURRENT} is missing or points to no snapshot, so there is no previous one; "
+                f"rollback --to needs one of: {names}")
         else:
             earlier = [p for p in kept if p.name < was.name]
             if not earlier:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -30,14 +31,15 @@ from ..artifacts import Artifacts, write_artifacts
 from ..buildlock import BuildLock
 from ..config import Config
 from ..embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder
-from ..errors import ConfigError, IndexNotFoundError, SimilarArticlesError
+from ..embedding.cache import PRUNE_AFTER_BUILDS
+from ..errors import ConfigError, IndexNotFoundError, SimilarArticlesError, storage_error
 from ..features import copies
 from ..features.lexical import Fingerprints, LexicalModel, list_overlaps
 from ..index import FaissIndex, create_index
 from ..index.neighbours import build_candidate_lists
 from ..journal import Folded, Journal, fold
 from ..snapshot import MANIFEST, clean_staging, discard_staged, list_snapshots, publish_snapshot, resolve_snapshot_dir
-from ..sources import RowsSource, Source, SourceError, as_sources
+from ..sources import UNREADABLE_KINDS, RowsSource, Source, SourceError, as_sources
 from ..state import ServingState
 from .encode import Gathered, read_and_encode
 from .features import FeatureCache, LexicalPass
@@ -47,6 +49,8 @@ from .report import BuildReport, ErrorSink, Stages, log, save_report
 CACHE_FILE = "embeddings.sqlite"
 ERRORS_FILE = "last-build-errors.jsonl"
 REPORT_FILE = "last-build.json"
+DRY_RUN_ERRORS_FILE = "last-dry-run-errors.jsonl"
+DRY_RUN_REPORT_FILE = "last-dry-run.json"
 CHUNK_ROWS = 512  # articles per encode + cache commit: what a kill can cost at most
 
 
@@ -57,7 +61,7 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
               mapping: dict[str, str] | Sequence[str] | None = None, vector_column: str | None = None,
               encoder: Encoder | None = None, cache: bool | str | os.PathLike = True,
               chunk_rows: int = CHUNK_ROWS, vectors: np.ndarray | None = None,
-              gated: bool = True) -> BuildReport:
+              gated: bool = True, prune_cache_after: int | None = PRUNE_AFTER_BUILDS) -> BuildReport:
     """Rebuild the index under ``index_root`` from ``sources`` and publish it if it passes
     the quality gate. Returns the report; ``report.exit_code`` is what the CLI exits with.
 
@@ -77,6 +81,9 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
     vectors: one unit vector per row, in order (rows already validated: see
         :func:`build_articles`), instead of the cache and the model.
     gated: False publishes without the quality gate (``Recommender.build``).
+    prune_cache_after: delete cache entries that none of this many builds (this one
+        included) used: texts gone from the archive, old edits, other models. A text that
+        comes back after that is encoded again. None or 0 keeps every entry.
     Raises SourceError (unreadable source, no valid article), BuildLockedError (another
     build runs) or ConfigError (bad settings); nothing is published then.
     """
@@ -84,6 +91,9 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
     gate = gate or GateLimits()
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ConfigError(f"keep={keep!r} is invalid: keep at least 1 snapshot (the current one)")
+    if prune_cache_after is not None and (isinstance(prune_cache_after, bool) or not isinstance(
+            prune_cache_after, int) or prune_cache_after < 0):
+        raise ConfigError(f"prune_cache_after={prune_cache_after!r} is invalid: a number of builds (0: never prune)")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows={chunk_rows!r} is invalid: expected a positive integer")
     root = Path(index_root)
@@ -91,6 +101,21 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
     if not source_list:
         raise ConfigError("no sources given: name files, a glob, a folder or a SQL source")
     report = BuildReport(status="failed", index_root=str(root), sources=[s.name for s in source_list])
+    try:
+        return _locked_build(report, source_list, root, config, encoder, cache, gate, force=force,
+                             dry_run=dry_run, keep=keep, progress=progress, errors_path=errors_path,
+                             vector_column=vector_column, chunk_rows=chunk_rows, vectors=vectors, gated=gated,
+                             prune_cache_after=prune_cache_after)
+    except (OSError, sqlite3.Error) as exc:
+        raise storage_error(exc, root, "building the index") from exc
+
+
+def _locked_build(report: BuildReport, source_list: list[Source], root: Path, config: Config,
+                  encoder: Encoder | None, cache: bool | str | os.PathLike, gate: GateLimits, *, force: bool,
+                  dry_run: bool, keep: int, progress: bool | str, errors_path: str | os.PathLike | None,
+                  vector_column: str | None, chunk_rows: int, vectors: np.ndarray | None,
+                  gated: bool, prune_cache_after: int | None) -> BuildReport:
+    """run_build under build.lock: the stages, then last-build.json whatever happened."""
     started = time.perf_counter()
     with BuildLock(root) as lock:
         if lock.cleared:
@@ -98,25 +123,26 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
                         lock.cleared.get("pid"), lock.cleared.get("host"), lock.cleared.get("started_at"))
         for leftover in clean_staging(root):
             log.warning("removed %s, left by a build that did not finish", leftover.name)
-        for partial in [*root.glob(f".{ERRORS_FILE}.*.tmp"), *root.glob(f".{REPORT_FILE}.*.tmp")]:
+        for partial in [*root.glob(".last-*.jsonl.*.tmp"), *root.glob(".last-*.json.*.tmp")]:
             partial.unlink(missing_ok=True)  # only builds write these, and we hold the lock
         stages = Stages(progress)
-        errors = ErrorSink(Path(errors_path) if errors_path else root / ERRORS_FILE)
+        # A dry run reports beside, not over, what monitoring reads of the last real build.
+        errors = ErrorSink(Path(errors_path) if errors_path else root / (DRY_RUN_ERRORS_FILE if dry_run else ERRORS_FILE))
         report.errors_path = str(errors.path)
         try:
             with parallel.workers():  # each chunk's term counts and copy sketches on every core
                 _build(report, source_list, root, config, encoder, cache, stages, errors, gate=gate,
                        force=force, dry_run=dry_run, keep=keep, vector_column=vector_column,
-                       chunk_rows=chunk_rows, vectors=vectors, gated=gated)
+                       chunk_rows=chunk_rows, vectors=vectors, gated=gated, prune_cache_after=prune_cache_after)
         except BaseException as exc:
             report.status = "failed"
-            report.error = str(exc) or type(exc).__name__
+            report.error = str(storage_error(exc, root, "building the index")) or type(exc).__name__
             raise
         finally:
             errors.close()
             report.skipped, report.skipped_by_reason = errors.count, errors.by_reason
             report.seconds = {**stages.seconds, "total": round(time.perf_counter() - started, 3)}
-            save_report(root / REPORT_FILE, report)
+            save_report(root / (DRY_RUN_REPORT_FILE if dry_run else REPORT_FILE), report)
     return report
 
 
@@ -137,7 +163,7 @@ def build_articles(articles: Sequence[Article], index_root: str | os.PathLike, *
 def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: Config,
            encoder: Encoder | None, cache: bool | str | os.PathLike, stages: Stages, errors: ErrorSink,
            *, gate: GateLimits, force: bool, dry_run: bool, keep: int, vector_column: str | None,
-           chunk_rows: int, vectors: np.ndarray | None, gated: bool) -> None:
+           chunk_rows: int, vectors: np.ndarray | None, gated: bool, prune_cache_after: int | None) -> None:
     for source in sources:
         source.check()  # a typo in the last path fails now, not after hours of encoding
     encoder = encoder or SentenceTransformerEncoder(config.encoder)
@@ -148,6 +174,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
         path = Path(scratch) / CACHE_FILE if cache is False else root / CACHE_FILE if cache is True else Path(cache)
         store, features = EmbeddingCache(path), FeatureCache(path)
         try:
+            store.start_build()
             folded = _live_updates(root, store, encoder.model_id)
             report.live_updates = {"through": folded.last_seq, "added": len(folded.added),
                                    "removed": len(folded.removed)}
@@ -155,6 +182,9 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
             gathered, report.rows_read, report.encoded = read_and_encode(
                 sources, encoder, None if cache is False else store, features, terms, stages, errors,
                 vector_column=vector_column, chunk_rows=chunk_rows, vectors=vectors, folded=folded)
+            report.cache_repaired = store.damaged_rows
+            if prune_cache_after:
+                report.cache_pruned = store.prune(prune_cache_after)
             report.articles = len(gathered)
             report.reused = report.articles - report.encoded
             if not len(gathered):
@@ -178,7 +208,9 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
     extra_files = None
     if gated:
         with stages.stage("gate", "boxes") as bar:
-            result = _gate(report, root, artifacts, index, manifest, config, gate, encoder, force, bar)
+            unreadable = sum(n for kind, n in errors.by_reason.items() if kind in UNREADABLE_KINDS)
+            result = _gate(report, root, artifacts, index, manifest, config, gate, encoder, force, bar,
+                           unreadable_share=unreadable / max(report.rows_read, 1))
         if not result.passed and not force:
             report.status = "refused"
             return
@@ -262,7 +294,8 @@ def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalMode
 
 
 def _gate(report: BuildReport, root: Path, artifacts: Artifacts, index: FaissIndex, manifest: dict,
-          config: Config, gate: GateLimits, encoder: Encoder, force: bool, bar) -> GateReport:
+          config: Config, gate: GateLimits, encoder: Encoder, force: bool, bar, *,
+          unreadable_share: float) -> GateReport:
     """The quality gate over the new build, served from memory as a load would serve it."""
     state = ServingState.from_parts(artifacts, index, manifest, config)
     now = datetime.now(timezone.utc)
@@ -280,7 +313,8 @@ def _gate(report: BuildReport, root: Path, artifacts: Artifacts, index: FaissInd
     else:
         report.added = len(ids)
     result = evaluate_gate(GateSample(state, config.ranking, gate.k, now, gate.duplicate_similarity),
-                           previous, gate, removed=report.removed, bar=bar, notes=notes)
+                           previous, gate, removed=report.removed, unreadable_share=unreadable_share, bar=bar,
+                           notes=notes)
     result.forced = force and not result.passed
     report.gate = result
     log.info("gate: %s%s", "passed" if result.passed else "FAILED: " + ", ".join(

@@ -60,9 +60,27 @@ def _as_vector(value: Any, dim: int | None) -> np.ndarray | str:
         return f"the vector is not a list of numbers ({type(value).__name__})"
     if dim is not None and len(vector) != dim:
         return f"the vector has {len(vector)} numbers, earlier rows {dim}"
+    if not len(vector):
+        return "the vector is empty"
     if not np.isfinite(vector).all() or not vector.any():
         return "the vector has NaN, infinite or only zero values"
     return vector
+
+
+def _decide_dimension(pending: list, vectors: list, rows: list, dim: list, errors: ErrorSink,
+                      column: str) -> None:
+    """The vector length most rows of the first chunk have decides (not the first row's:
+    one odd row must not make every other row a "bad vector"); rows of any other length
+    are reported and dropped from the chunk."""
+    lengths = [len(v) for v in vectors]
+    dim[0] = max(set(lengths), key=lengths.count) if lengths else None
+    keep = [i for i, n in enumerate(lengths) if n == dim[0]]
+    for i in sorted(set(range(len(lengths))) - set(keep)):
+        errors.add(RowError(rows[i][0], rows[i][1], f"the vector has {lengths[i]} numbers, most rows {dim[0]}",
+                            pending[i].id, column, kind="bad vector"))
+    pending[:] = [pending[i] for i in keep]
+    vectors[:] = [vectors[i] for i in keep]
+    rows[:] = [rows[i] for i in keep]
 
 
 def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: EmbeddingCache | None,
@@ -82,6 +100,7 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
     encode_bar = stages.bar("encode", "articles", position=1)
     pending: list[Article] = []
     pending_vectors: list[np.ndarray] = []
+    pending_rows: list[tuple[str, int]] = []  # (source, row) of each pending vector
     dim: list[int | None] = [None]
     encode_seconds = 0.0
     chunks = [0]
@@ -89,6 +108,8 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
 
     def flush() -> None:
         nonlocal encoded, encode_seconds
+        if vector_column is not None and dim[0] is None:
+            _decide_dimension(pending, pending_vectors, pending_rows, dim, errors, vector_column)
         if not pending:
             return
         t0 = time.perf_counter()
@@ -104,6 +125,7 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
         encode_bar.set_postfix_str(f"{encoded} encoded, {len(table) - encoded} reused")
         pending.clear()
         pending_vectors.clear()
+        pending_rows.clear()
         encode_seconds += max(time.perf_counter() - t0, 1e-9)
 
     try:
@@ -125,8 +147,8 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
                         errors.add(RowError(source.name, last[1], vector, item.id,
                                             vector_column, kind="bad vector"))
                         continue
-                    dim[0] = len(vector)
                     pending_vectors.append(vector)
+                    pending_rows.append((source.name, last[1]))
                 elif given is not None:
                     pending_vectors.append(next(given))
                 pending.append(item)

@@ -53,8 +53,15 @@ class FeatureCache:
         return found
 
     def term_counts(self, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return {h: (np.frombuffer(ids, np.int32), np.frombuffer(counts, np.float32))
-                for h, (ids, counts) in self._rows("term_counts", "term_ids, counts", TERM_SCHEME, hashes).items()}
+        """Cached counts by hash; a damaged row (torn write, edited file) is left out, so
+        it is counted again and replaced."""
+        found = {}
+        for h, (ids, counts) in self._rows("term_counts", "term_ids, counts", TERM_SCHEME, hashes).items():
+            if _whole(ids, 4) and _whole(counts, 4) and len(ids) == len(counts):
+                ids, counts = np.frombuffer(ids, np.int32), np.frombuffer(counts, np.float32)
+                if ((ids >= 0) & (ids < lexical.N_FEATURES)).all() and np.isfinite(counts).all():
+                    found[h] = (ids, counts)
+        return found
 
     def put_term_counts(self, counts: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         with self._db:
@@ -65,7 +72,8 @@ class FeatureCache:
     def sketches(self, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, int]]:
         return {h: (np.frombuffer(sketch, np.uint32), shingles)
                 for h, (sketch, shingles) in self._rows("copy_sketches", "sketch, shingles", SKETCH_SCHEME,
-                                                        hashes).items()}
+                                                        hashes).items()
+                if _whole(sketch, 4) and len(sketch) == 4 * copies.SLOTS and isinstance(shingles, int)}
 
     def put_sketches(self, sketches: dict[str, tuple[np.ndarray, int]]) -> None:
         with self._db:
@@ -75,6 +83,10 @@ class FeatureCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _whole(blob: object, item_bytes: int) -> bool:
+    return isinstance(blob, bytes) and len(blob) % item_bytes == 0
 
 
 class LexicalPass:

@@ -20,7 +20,7 @@ from ..artifacts import read_artifacts
 from ..config import Config, RankingConfig
 from ..errors import ConfigError, SimilarArticlesError
 from ..pools import Request, indexed_sources, rank_block
-from ..snapshot import resolve_snapshot_dir
+from ..snapshot import CURRENT, latest_snapshot_dir
 from ..state import ServingState
 
 GATE_FILE = "gate.json"
@@ -59,6 +59,10 @@ class GateLimits:
         A night of news changes some boxes; a swapped model or broken text changes most.
     max_removed_share: at most this share of the previous snapshot's articles may be
         missing from the new one: a truncated export or a wrong query looks like this.
+    max_unreadable_share: at most this share of the rows read may be unreadable (broken
+        quoting, JSON or encoding, oversized rows): an export damaged in transit looks
+        like this. Applies to a first build too. Rows that are readable but invalid (no
+        text, a bad date) are skipped without counting here.
     duplicate_similarity: cosine from which the gate calls two articles the same story
         (besides equal text or headline). The gate's own rule, so that a ranking setting
         that lets copies through is caught rather than trusted.
@@ -74,6 +78,7 @@ class GateLimits:
     max_hub_rise: float | None = 0.05
     max_churn: float | None = 0.5
     max_removed_share: float | None = 0.2
+    max_unreadable_share: float | None = 0.2
     duplicate_similarity: float | None = 0.92
 
     def __post_init__(self) -> None:
@@ -267,7 +272,7 @@ class _Previous:
 
 
 def evaluate_gate(new: GateSample, previous: "_Previous | None", limits: GateLimits, *, removed: int,
-                  bar=None, notes: Sequence[str] = ()) -> GateReport:
+                  unreadable_share: float | None = None, bar=None, notes: Sequence[str] = ()) -> GateReport:
     """Measure the new build against the limits and the snapshot it replaces."""
     bar = bar or NullBar()
     started = time.perf_counter()
@@ -293,6 +298,7 @@ def evaluate_gate(new: GateSample, previous: "_Previous | None", limits: GateLim
     check("coverage", new_metrics["coverage"], limits.min_coverage, "min")
     check("duplicate rate", new_metrics["duplicate_rate"], limits.max_duplicate_rate, "max")
     check("hub share", new_metrics["hub_share"], limits.max_hub_share, "max")
+    check("unreadable rows", unreadable_share, limits.max_unreadable_share, "max")
     if prev_metrics is not None:
         check("coverage drop", prev_metrics["coverage"] - new_metrics["coverage"], limits.max_coverage_drop, "max")
         check("duplicate rise", new_metrics["duplicate_rate"] - prev_metrics["duplicate_rate"],
@@ -314,10 +320,12 @@ def open_previous(root: Path, gate: GateLimits, now: datetime, *, notes: list[st
     """The snapshot now serving. Missing: a first build. Unreadable: say so and let the
     new build replace it. Its stored gate boxes are used when measured the same way;
     otherwise it is opened as its servers rank (its own saved config) and measured."""
-    try:
-        folder = resolve_snapshot_dir(root)
-    except SimilarArticlesError:
+    folder, serving = latest_snapshot_dir(root)
+    if folder is None:
         return None
+    if not serving:  # a lost link must not turn a truncated export into a "first build"
+        notes.append(f"{root / CURRENT} is missing or dangling: compared with the newest kept "
+                     f"snapshot {folder.name}")
     try:
         snapshot = read_artifacts(folder, verify=False)
         metadata = snapshot.artifacts.metadata

@@ -44,6 +44,8 @@ class BuildReport:
     changed: int = 0
     removed: int = 0
     live_updates: dict[str, int] = field(default_factory=dict)  # journal folded in: through, added, removed
+    cache_pruned: int = 0  # cache rows no recent build used, deleted (prune_cache_after)
+    cache_repaired: int = 0  # damaged cache rows dropped and encoded again
     seconds: dict[str, float] = field(default_factory=dict)
     gate: GateReport | None = None
     error: str | None = None
@@ -78,6 +80,8 @@ class BuildReport:
                  f"  rows read   {self.rows_read} from {len(self.sources)} source(s)",
                  f"  skipped     {self.skipped}" + (f": {skipped} (rows: {self.errors_path})" if self.skipped else ""),
                  f"  encoded     {self.encoded}, reused {self.reused} (cache or identical text)",
+                 f"  cache       {self.cache_pruned} unused entries pruned, {self.cache_repaired} damaged "
+                 "entries encoded again",
                  f"  vs previous +{self.added} added, {self.changed} changed, -{self.removed} removed"
                  + (f" ({Path(self.previous_snapshot).name})" if self.previous_snapshot else " (first build)")]
         if self.live_updates.get("added") or self.live_updates.get("removed"):

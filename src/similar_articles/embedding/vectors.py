@@ -40,9 +40,15 @@ def resolve_model_path(model: str) -> str:
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    """Unit rows. Each row is first divided by its largest magnitude, so a row scaled
+    by 1e30 (whose float32 norm overflows) or 1e-30 (underflows) keeps its direction."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    peaks = np.abs(vectors).max(axis=1, keepdims=True) if vectors.size else np.ones((len(vectors), 1), np.float32)
+    peaks[peaks == 0] = 1.0
+    scaled = vectors / peaks
+    norms = np.linalg.norm(scaled, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+    return np.ascontiguousarray(scaled / norms, dtype=np.float32)
 
 
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
@@ -58,7 +64,7 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(array).all(axis=1)
     if bad.any():
         raise ConfigError(f"embeddings row {int(np.flatnonzero(bad)[0])} has NaN or infinite values")
-    zero = np.linalg.norm(array, axis=1) == 0
+    zero = ~array.any(axis=1)
     if zero.any():
         raise ConfigError(f"embeddings row {int(np.flatnonzero(zero)[0])} is all zeros")
     return normalise(array)

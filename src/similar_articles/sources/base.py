@@ -15,6 +15,10 @@ from ..errors import ConfigError, InvalidArticleError, SimilarArticlesError
 CHUNK_ROWS = 1000
 
 Row = tuple[int, "dict | RowError"]
+# RowError kinds of rows a reader could not parse at all (as opposed to rows read but
+# invalid as articles): the build's gate limits their share (max_unreadable_share).
+UNREADABLE_KINDS = frozenset({"unclosed quote", "not valid CSV", "not valid JSON", "not UTF-8",
+                              "not a JSON object", "too many fields", "row too large"})
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,13 @@ class Source:
     def _rows(self) -> Iterator[Row]:
         raise NotImplementedError
 
-    def _check_columns(self, columns: Sequence[str]) -> None:
+    def _check_columns(self, columns: Sequence[str], *, sample: str | None = None) -> None:
         """A mapped column the source does not have is a usage error, said at once."""
         missing = [f"{field}={column}" for field, column in self.mapping.items() if column not in columns]
         if missing:
-            raise SourceError(f"{self.name}: no column for --map {', '.join(missing)}; "
-                              f"its columns are {', '.join(map(str, columns))}")
+            found_in = f" (in {sample})" if sample else ""
+            raise SourceError(f"{self.name}: no column for --map {', '.join(missing)}; its columns{found_in} "
+                              f"are {', '.join(map(str, columns))}; fix the column name")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

@@ -3,19 +3,27 @@ the format told from the name, and paths, globs and folders expanded to files.""
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import glob
 import json
 import os
-import sys
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
+from ..articles import MAX_BODY_CHARS
 from ..errors import ConfigError
 from .base import CHUNK_ROWS, Row, RowError, Source, SourceError, import_optional
 
-# A CSV field may hold a whole article body; Python's default limit is 128 KB.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# A row over this is refused with a row error: only the first MAX_BODY_CHARS of a body
+# are used, and reading a 50 MB row cost ~760 MB of memory. A CSV field may hold a whole
+# article body; Python's default limit is 128 KB.
+MAX_ROW_BYTES = 8 * 2**20
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # where a line ends at a \r with no \n after it
+JSONL_KEYS_SAMPLE = 1000  # rows read to check --map columns of a JSONL file
+csv.field_size_limit(MAX_ROW_BYTES)
 
 FORMATS = ("jsonl", "csv", "parquet")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
@@ -54,6 +62,19 @@ class FileSource(Source):
         elif fmt == "csv" and self.mapping:
             with open(self.path, encoding="utf-8-sig", errors="replace", newline="") as f:
                 self._check_columns(next(csv.reader(f), []))
+        elif fmt == "jsonl" and self.mapping:
+            self._check_jsonl_keys()
+
+    def _check_jsonl_keys(self) -> None:
+        """JSONL has no header: a mapped column that none of the first rows has is
+        taken for a typo (rows may leave out a field, but not all of the first ones)."""
+        keys: dict[str, None] = {}
+        with open(self.path, "rb") as f:
+            for number, (_, row) in zip(range(JSONL_KEYS_SAMPLE), _read_jsonl(self.path, f)):
+                if isinstance(row, dict):
+                    keys.update(dict.fromkeys(row))
+        if keys:
+            self._check_columns(list(keys), sample=f"the first {JSONL_KEYS_SAMPLE} rows")
 
     def _rows(self) -> Iterator[Row]:
         self.check()
@@ -79,10 +100,15 @@ def read_rows(path: str | os.PathLike, *, fmt: str | None = None) -> Iterator[Ro
     return FileSource(path, fmt=fmt).rows()
 
 
-def _read_jsonl(path: Path) -> Iterator[Row]:
-    with open(path, "rb") as f:
+def _read_jsonl(path: Path, file=None) -> Iterator[Row]:
+    with open(path, "rb") if file is None else contextlib.nullcontext(file) as f:
         for number, raw in enumerate(f, start=1):
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # editors on Windows write one
             if not raw.strip():
+                continue
+            if len(raw) > MAX_ROW_BYTES:
+                yield number, _too_large(path, number, len(raw))
                 continue
             try:
                 row = json.loads(raw.decode("utf-8"))
@@ -94,6 +120,10 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
                 yield number, RowError(str(path), number, f"not valid JSON ({exc.msg} at column {exc.colno})",
                                        kind="not valid JSON")
                 continue
+            except RecursionError:
+                yield number, RowError(str(path), number, "JSON nested too deeply to read; an article row "
+                                       "is one flat object", kind="not valid JSON")
+                continue
             if not isinstance(row, dict):
                 yield number, RowError(str(path), number, f"expected a JSON object, got {type(row).__name__}",
                                        kind="not a JSON object")
@@ -101,21 +131,102 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
             yield number, row
 
 
+def _too_large(path: Path, number: int, size: int) -> RowError:
+    return RowError(str(path), number, f"the row is {size / 2**20:.1f} MB, over the {MAX_ROW_BYTES // 2**20} MB "
+                    f"a row may hold (only the first {MAX_BODY_CHARS:,} characters of a body are used); "
+                    "cut the body before exporting", kind="row too large")
+
+
 def _read_csv(path: Path) -> Iterator[Row]:
-    # surrogateescape keeps undecodable bytes visible per field instead of failing the file.
-    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.DictReader(f)
-        for number, row in enumerate(reader, start=1):
-            bad = [k for k, v in row.items() if isinstance(v, str) and _has_surrogates(v)]
-            if bad:
-                yield number, RowError(str(path), number, "not valid UTF-8; re-encode the file as UTF-8",
-                                       id=row.get("id"), field=bad[0], kind="not UTF-8")
+    """CSV records with the physical lines they span. A quote left open swallows every
+    later line into one field (or until some later quote closes it); such a record is
+    reported with the line where it started and the lines after it are read again, so
+    one bad quote costs one row, not the rest of the file."""
+    with open(path, "rb") as f:
+        lines = _Lines(f)
+        try:
+            header = next(csv.reader(lines), None)
+        except csv.Error as exc:
+            raise SourceError(f"{path}: line 1, the header, is not valid CSV ({exc}); fix it") from None
+        if header is None:
+            return
+        number, records = 0, csv.reader(lines, strict=True)  # each next() starts a fresh record
+        while True:
+            start, offset = lines.number + 1, lines.offset
+            try:
+                values = next(records, None)
+            except csv.Error as exc:
+                values, problem = None, str(exc)
+            else:
+                if values is None:
+                    return
+                if not values:
+                    continue  # a blank line
+                problem = None if len(values) == len(header) or lines.number == start else "wrong field count"
+            number += 1
+            if problem is not None:
+                yield number, (_too_large(path, number, lines.offset - offset) if "field limit" in problem
+                               else _broken_record(path, number, start, lines.number, problem))
+                lines.restart(start, offset)  # read again from the line after the record's first
                 continue
-            if None in row:
-                yield number, RowError(str(path), number, "more fields than the header names",
-                                       kind="too many fields")
-                continue
-            yield number, {k: v for k, v in row.items() if v != ""}
+            yield number, _csv_row(path, number, dict(zip(header, values)), len(values) - len(header))
+
+
+def _broken_record(path: Path, number: int, start: int, end: int, problem: str) -> RowError:
+    if end > start:
+        return RowError(str(path), number, f"a quote opened on line {start} is not closed where the field "
+                        f"ends: lines {start}-{end} were read as one record; lines after {start} are read "
+                        "again. Close the quote (a quote inside a quoted field is written twice: \"\")",
+                        kind="unclosed quote")
+    return RowError(str(path), number, f"line {start} is not valid CSV ({problem}); quote a field that "
+                    "holds quotes and write quotes inside it twice", kind="not valid CSV")
+
+
+def _csv_row(path: Path, number: int, row: dict, extra: int) -> "dict | RowError":
+    bad = [k for k, v in row.items() if _has_surrogates(v) or _has_surrogates(k)]
+    if bad:
+        return RowError(str(path), number, "not valid UTF-8; re-encode the file as UTF-8",
+                        id=row.get("id"), field=bad[0], kind="not UTF-8")
+    if extra > 0:
+        return RowError(str(path), number, "more fields than the header names", kind="too many fields")
+    return {k: v for k, v in row.items() if v != ""}
+
+
+class _Lines:
+    """A binary file's lines as text for :mod:`csv`, counted, and able to go back to a
+    line. Lines end at \\n, \\r\\n or a lone \\r, as in universal-newline mode. Undecodable
+    bytes are kept (surrogateescape) so each row reports its own."""
+
+    def __init__(self, file) -> None:
+        self.file, self.number, self.offset = file, 0, 0
+        self.queue: list[bytes] = []
+        self.bom = True
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        if self.queue:
+            line = self.queue.pop(0)
+        else:
+            line = self.file.readline()
+            if not line:
+                raise StopIteration
+            if self.bom:
+                self.bom = False
+                if line.startswith(codecs.BOM_UTF8):
+                    line, self.offset = line[len(codecs.BOM_UTF8):], self.offset + len(codecs.BOM_UTF8)
+            if b"\r" in line.rstrip(b"\r\n"):
+                line, *self.queue = [piece for piece in _LONE_CR.split(line) if piece]
+        self.number += 1
+        self.offset += len(line)
+        return line.decode("utf-8", errors="surrogateescape")
+
+    def restart(self, start: int, offset: int) -> None:
+        """Continue after line ``start``, which begins at byte ``offset``."""
+        self.file.seek(offset)
+        self.queue, self.number, self.offset = [], start - 1, offset
+        next(self)
 
 
 def _has_surrogates(text: str) -> bool:
