@@ -156,3 +156,26 @@ def test_a_build_folds_journaled_vectors_without_encoding_them(tmp_path, news100
     stored = _process(tmp_path, encoder).state.index.vectors(
         np.array([_process(tmp_path, encoder).state.table.position_of("lemon")]))[0]
     assert float(stored @ (vector[0] / np.linalg.norm(vector[0]))) > 0.999
+
+
+def test_a_writer_killed_mid_stream_leaves_only_whole_records(tmp_path):
+    """kill -9 while appending as fast as it can: every acknowledged record is there
+    (the writer prints each seq after append returns), none is half applied."""
+    script = textwrap.dedent(f"""
+        import pathlib, sys
+        from similar_articles.journal import Journal, remove_record
+        journal = Journal(pathlib.Path({str(tmp_path)!r}))
+        while True:
+            seq = journal.append(remove_record(["x" * 20000]))
+            print(seq, flush=True)
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    acknowledged = [int(writer.stdout.readline()) for _ in range(30)]
+    writer.kill()
+    acknowledged += [int(line) for line in writer.stdout.read().split()]
+    writer.wait()
+    records = Journal(tmp_path).follow(0)
+    assert [r.seq for r in records][:len(acknowledged)] == acknowledged
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert all(r.ids == ("x" * 20000,) for r in records)
+    assert Journal(tmp_path).append(remove_record(["after"])) == len(records) + 1
