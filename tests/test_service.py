@@ -110,6 +110,9 @@ def test_a_box_by_id_with_its_cache_headers(server, news100):
     again = httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 3},
                       headers={"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304 and again.headers["etag"] == response.headers["etag"]
+    weak_in_a_list = httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 3},
+                               headers={"If-None-Match": f'"other", W/{response.headers["etag"]}'})
+    assert weak_in_a_list.status_code == 304
     # Filters reach the ranking: an excluded id never shows.
     shown = body["box"][0]["id"]
     filtered = httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 3, "exclude": shown}).json()

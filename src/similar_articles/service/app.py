@@ -100,7 +100,7 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
                       max_age_days: float | None = Query(None, gt=0, description="Hide older articles")) -> Response:
         state = rec().state
         etag = f'"{state.manifest.get("version")}.{state.journal_seq}"'
-        if request.headers.get("if-none-match") == etag and article_id in rec():
+        if _matches(request.headers.get("if-none-match"), etag) and article_id in rec():
             return Response(status_code=304, headers={"ETag": etag})
         items = rec().recommend(article_id, k, exclude_ids=exclude, sections=section,
                                 **({"max_age_days": max_age_days} if max_age_days is not None else {}))
@@ -161,6 +161,13 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         return Response(body, media_type=content_type)
 
     return app
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header (a list, weak tags allowed) names ``etag``."""
+    if not if_none_match:
+        return False
+    return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in if_none_match.split(","))
 
 
 def _authorise(request: Request, token: str | None) -> None:
