@@ -4,6 +4,7 @@ the fix, with the status a client can act on. No input reaches a 500."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -82,5 +83,8 @@ def install(app: FastAPI) -> None:
 
 def _library_handler(status: int, title: str):
     async def handle(request: Request, exc: Exception) -> Response:
-        return problem_response(status, title, str(exc), request.url.path, field=getattr(exc, "field", None))
+        # A setting's error starts with "name=value is invalid": name the field.
+        named = re.match(r"(\w+)=", str(exc))
+        field = getattr(exc, "field", None) or (named.group(1) if named else None)
+        return problem_response(status, title, str(exc), request.url.path, field=field)
     return handle
