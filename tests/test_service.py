@@ -127,6 +127,7 @@ def test_bad_requests_are_problems_that_name_the_field(server, news100):
     _problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 101}), 422, "k")
     _problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"max_age_days": -1}), 422,
              "max_age_days")
+    _problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"max_age": 3}), 422, "max_age")
     _problem(httpx.post(f"{server.url}/v1/similar", content=b"{not json"), 400, "body")
     _problem(httpx.post(f"{server.url}/v1/similar", json=["a list"]), 422, "body")
     _problem(httpx.post(f"{server.url}/v1/similar", json={"id": "x"}), 422)  # no title or body
