@@ -27,6 +27,11 @@ BACKLOG = Gauge("similar_articles_live_update_backlog", "Live-update records app
 ARTICLES = Gauge("similar_articles_live_articles", "Articles a box can show", multiprocess_mode="max")
 
 
+def observe(route: str, method: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route, method, str(status)).inc()
+    LATENCY.labels(route).observe(seconds)
+
+
 def count_box(has_fallback: bool) -> None:
     BOXES.labels("yes" if has_fallback else "no").inc()
 
@@ -61,6 +66,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(route, scope["method"], str(status[0])).inc()
-            LATENCY.labels(route).observe(time.perf_counter() - started)
+            observe(getattr(scope.get("route"), "path", "unmatched"), scope["method"], status[0],
+                    time.perf_counter() - started)

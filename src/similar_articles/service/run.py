@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..snapshot import resolve_snapshot_dir
-from .app import TOKEN_ENV, ServiceSettings, create_app
+from .app import TOKEN_ENV, BoxFastPath, ServiceSettings, create_app
 from .metrics import MULTIPROC_ENV
 
 SETTINGS_ENV = "SIMILAR_ARTICLES_SERVICE"  # how the settings reach worker processes
@@ -46,7 +46,7 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
     options = dict(host=host, port=port, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=30,
                    proxy_headers=True, server_header=False)
     if workers == 1:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(BoxFastPath(create_app(settings)), **options)
         return
     # Workers are spawned processes: they rebuild the app from the environment.
     os.environ[SETTINGS_ENV] = json.dumps({**settings.__dict__, "index": str(settings.index)})
@@ -57,4 +57,4 @@ def serve(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 800
 def app_from_environment():
     """A worker's app, from the settings ``serve`` put in the environment."""
     values = json.loads(os.environ[SETTINGS_ENV])
-    return create_app(ServiceSettings(**{**values, "index": Path(values["index"])}))
+    return BoxFastPath(create_app(ServiceSettings(**{**values, "index": Path(values["index"])})))
