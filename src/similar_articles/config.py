@@ -160,6 +160,12 @@ class RankingConfig:
         behind near-duplicates at a small cost per call.
     min_similarity: cosine below which an article is not "related"; such slots are
         filled by the fallback instead, marked as such.
+    floor_quantile: the relatedness floor, calibrated per index: an article is
+        "related" only if its blended relevance (cosine and term overlap, as ranked)
+        beats this share of random pairs of articles of the index (sampled at build
+        time, kept in the manifest), so the floor means the same on every archive and
+        at every lexical_weight. Items below it are shown as fallback, marked as such.
+        None turns it off (min_similarity alone then decides).
     lexical_weight: share of term overlap (top TF-IDF terms) in relevance, the rest
         being embedding cosine; 0 ranks by embeddings alone. Costs ~0.05 ms a call.
     section_bonus: added to candidates of the source's section, so that among
@@ -195,6 +201,7 @@ class RankingConfig:
 
     candidates: int = 50
     min_similarity: float = 0.25
+    floor_quantile: float | None = 0.99
     lexical_weight: float = 0.5
     section_bonus: float = 0.03
     freshness_margin: float = 0.03
@@ -211,6 +218,8 @@ class RankingConfig:
                "candidates", self.candidates, "an integer in [1, 10000]")
         _check(_is_number(self.min_similarity) and -1 <= self.min_similarity <= 1,
                "min_similarity", self.min_similarity, "a number in [-1, 1]")
+        _check(self.floor_quantile is None or (_is_number(self.floor_quantile) and 0 <= self.floor_quantile <= 1),
+               "floor_quantile", self.floor_quantile, "a share in [0, 1] or None")
         _check(_is_number(self.lexical_weight) and 0 <= self.lexical_weight <= 1,
                "lexical_weight", self.lexical_weight, "a number in [0, 1]")
         _check(_is_number(self.section_bonus) and 0 <= self.section_bonus <= 1,
