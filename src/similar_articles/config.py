@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import ConfigError
 
@@ -201,8 +202,8 @@ class RankingConfig:
 
     candidates: int = 50
     min_similarity: float = 0.25
-    floor_quantile: float | None = 0.99
-    lexical_weight: float = 0.5
+    floor_quantile: float | None = 0.95
+    lexical_weight: float = 0.4
     section_bonus: float = 0.03
     freshness_margin: float = 0.03
     half_life_days: float | None = 30.0
@@ -289,3 +290,21 @@ def _replaced(ranking: RankingConfig, overrides: tuple) -> RankingConfig:
     """dataclasses.replace with its checks (~30 us), made once for the few sets of
     overrides a site calls with."""
     return dataclasses.replace(ranking, **dict(overrides))
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """RankingConfig fields from ``NAME=VALUE`` strings (the CLI's ``--set``): a value is
+    read as JSON (``0.35``, ``true``, ``null``), ``None`` as null, else as text. Names and
+    values are checked by RankingConfig itself; a malformed pair raises ConfigError."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {pair!r} is not NAME=VALUE, e.g. --set min_similarity=0.35")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None if text.strip() in ("None", "none") else text
+        settings[name.strip()] = value
+    replace_ranking(RankingConfig(), settings)  # unknown names and bad values fail here, named
+    return settings

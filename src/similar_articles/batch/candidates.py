@@ -23,6 +23,10 @@ from ..index.neighbours import build_candidate_lists
 from ..ranking import blend
 
 FLOOR_PAIRS = 2048  # random pairs kept in the manifest: a quantile to ~0.002 at q=0.99
+# Random pairs stand for chance only in a broad archive: in a few dozen articles on
+# one story most pairs are related, and a floor calibrated on them would call real
+# neighbours chance. Smaller indexes keep min_similarity alone.
+MIN_CALIBRATION_ARTICLES = 500
 _BLOCK = 512
 
 
@@ -78,9 +82,10 @@ def random_pairs(index: FaissIndex, prints: Fingerprints | None, *, seed: int = 
     """The embedding cosine and term overlap of FLOOR_PAIRS random pairs of distinct
     articles: what "unrelated" scores in this archive. The relatedness floor is a
     quantile of their blended score (ServingState.relatedness_floor), so a floor means
-    the same share of chance pairs on any archive and any blend weight."""
+    the same share of chance pairs on any archive and any blend weight. Empty below
+    MIN_CALIBRATION_ARTICLES articles."""
     n = len(index)
-    if n < 2:
+    if n < MIN_CALIBRATION_ARTICLES:
         return {"cosine": [], "overlap": []}
     rng = np.random.default_rng(seed)
     a = rng.integers(0, n, FLOOR_PAIRS)
