@@ -69,6 +69,17 @@ def test_the_lexical_retriever_brings_what_the_encoder_misses_into_the_pool(plan
     np.testing.assert_array_equal(state.neighbours.overlap, list_overlaps(prints, state.neighbours.lists))
 
 
+def test_no_unlisted_article_is_more_similar_than_the_stored_bound(planted):
+    """What lets a filtered call skip a wider search: the bound must hold for every article."""
+    rec, vectors = planted
+    neighbours = rec.state.neighbours
+    cosine = vectors @ vectors.T
+    for i, row in enumerate(neighbours.lists):
+        unlisted = np.ones(len(vectors), dtype=bool)
+        unlisted[[i, *row[row >= 0].tolist()]] = False
+        assert cosine[i, unlisted].max() <= float(neighbours.beyond[i]) + 1e-6
+
+
 def test_an_unseen_article_queries_both_retrievers(planted, news100):
     rec, vectors = planted
     source = Article.from_row(news100[0])

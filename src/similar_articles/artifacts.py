@@ -46,6 +46,7 @@ SCHEMA: dict[str, ArraySpec] = {
     "neighbour_lists": ArraySpec("int32", ("width",)),
     "neighbour_overlap": ArraySpec("float16", ("width",)),  # term overlap of each listed pair
     "neighbour_copies": ArraySpec("uint8", ("bytes",)),  # copy bits of each listed pair, packed
+    "neighbour_beyond": ArraySpec("float16"),  # no unlisted article has a higher cosine (fused lists)
     # The lexical retriever's postings (features/retrieval.py), read by unseen articles' calls.
     "lexical_offsets": ArraySpec("int64", (N_FEATURES + 1,), per_article=False, mapped=True),
     "lexical_docs": ArraySpec("int32", ("postings",), per_article=False, mapped=True),
@@ -72,6 +73,7 @@ class Artifacts:
     neighbour_lists: np.ndarray | None = None
     neighbour_overlap: np.ndarray | None = None
     neighbour_copies: np.ndarray | None = None
+    neighbour_beyond: np.ndarray | None = None
     lexical_offsets: np.ndarray | None = None
     lexical_docs: np.ndarray | None = None
     lexical_weights: np.ndarray | None = None

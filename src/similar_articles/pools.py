@@ -91,19 +91,18 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     bulk = request.all_cores and len(positions) >= 32  # below that, OpenMP's start costs more than it saves
     rows, where = index.read_rows(positions, all_cores=bulk)
     sims = index.products_at(sources.vectors, rows, where, all_cores=bulk)
+    beyond = _beyond(state, sources, positions, sims, fetch, bool(listed.any()))
     order = np.argsort(-sims, axis=1, kind="stable")[:, :keep]
     each = np.arange(len(order))[:, None]
     positions, sims, where = positions[each, order], sims[each, order], where[each, order]
     # Each pool member's slot in its source's list, for the stored pair features; -1 if none.
     slots = np.where(order < state.neighbours.width, order, -1) if listed.any() else np.full(order.shape, -1)
-    valid = positions >= 0
     reference = _reference(sources, request)
     ok = _eligible(state, request, positions, reference[:, None], sources.positions[:, None])
     ok &= sims >= settings.min_similarity
     # Nothing outside a pool reaches the floor when the pool held every article it could,
-    # or its least similar member already misses it.
-    lowest = np.where(valid, sims, np.inf).min(axis=1, initial=np.inf)
-    complete = exhausted | (lowest < settings.min_similarity)
+    # or nothing outside it is as similar as min_similarity.
+    complete = exhausted | (beyond < settings.min_similarity)
     short = (ok.sum(axis=1) < need) & ~complete
     if short.any() and (listed.any() or (fetch < MAX_FETCH and fetch < len(index))):
         # Filters left too few: search (four times wider if this already was a search).
@@ -156,6 +155,17 @@ def _pool(state: ServingState, sources: Sources, fetch: int, listed: bool) -> tu
     if not len(added):
         return rows.astype(np.int64), exhausted
     return np.hstack([rows, np.broadcast_to(added, (len(rows), len(added)))]).astype(np.int64), exhausted
+
+
+def _beyond(state: ServingState, sources: Sources, positions: np.ndarray, sims: np.ndarray, fetch: int,
+            listed: bool) -> np.ndarray:
+    """A cosine no article outside each pool exceeds: stored for fused lists; else the
+    least similar member the dense retriever found (everything it did not find is less
+    similar; lexical finds say nothing about the rest)."""
+    if listed and state.neighbours.beyond is not None:
+        return state.neighbours.beyond[sources.positions].astype(np.float32)
+    dense = slice(None) if listed else slice(0, fetch)
+    return np.where(positions[:, dense] >= 0, sims[:, dense], np.inf).min(axis=1, initial=np.inf)
 
 
 def _with_lexical(state: ServingState, sources: Sources, positions: np.ndarray, fetch: int) -> np.ndarray:

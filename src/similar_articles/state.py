@@ -37,6 +37,7 @@ class NeighbourLists:
     overlap: np.ndarray | None  # float16 (built articles, width)
     copy_bits: np.ndarray | None  # uint8 (built articles, ceil(width / 8))
     copy_threshold: float | None
+    beyond: np.ndarray | None = None  # float16 (built articles,): no unlisted article has a higher cosine
 
     @property
     def width(self) -> int:
@@ -99,7 +100,8 @@ class ServingState:
         if art.neighbour_lists is not None and config.index.candidate_lists:
             built = ((manifest.get("config") or {}).get("ranking") or {}).get("copy_containment")
             neighbours = NeighbourLists(art.neighbour_lists, art.neighbour_overlap, art.neighbour_copies,
-                                        built if art.neighbour_copies is not None else None)
+                                        built if art.neighbour_copies is not None else None,
+                                        art.neighbour_beyond)
         postings = Postings(art.lexical_offsets, art.lexical_docs, art.lexical_weights) \
             if art.lexical_docs is not None else None
         return cls(table, LayeredIndex(index), features, neighbours, manifest, path, postings)

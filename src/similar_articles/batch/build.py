@@ -221,11 +221,12 @@ def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalMode
     (candidates.py); the lexical postings are kept for calls on unseen articles."""
     sketches = (np.concatenate([rows for rows, _ in gathered.sketches]),
                 np.concatenate([counts for _, counts in gathered.sketches]))
-    lists = overlap = copy_bits = None
+    lists = overlap = copy_bits = beyond = None
     width = config.index.candidate_lists
     if width:
         exact = not index.kind.startswith("flat") and len(index) <= config.index.exact_lists_max
-        lists, overlap = fused_lists(index, prints, width, config.ranking.lexical_weight, exact=exact, bar=bar)
+        lists, overlap, beyond = fused_lists(index, prints, width, config.ranking.lexical_weight, exact=exact,
+                                             bar=bar)
         if config.ranking.copy_containment is not None:
             copy_bits = copies.list_copy_bits(*sketches, lists, config.ranking.copy_containment)
     postings = retrieval.build_postings(prints)
@@ -233,7 +234,7 @@ def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalMode
                      title_keys=np.concatenate(gathered.title_keys), lexical_idf=lexical_model.idf,
                      term_ids=prints.ids, term_weights=prints.weights, copy_sketches=sketches[0],
                      copy_shingles=sketches[1], neighbour_lists=lists, neighbour_overlap=overlap,
-                     neighbour_copies=copy_bits, lexical_offsets=postings.offsets,
+                     neighbour_copies=copy_bits, neighbour_beyond=beyond, lexical_offsets=postings.offsets,
                      lexical_docs=postings.docs, lexical_weights=postings.weights)
 
 

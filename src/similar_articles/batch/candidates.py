@@ -14,6 +14,8 @@ ranks at call time, so the ranking and the lists fuse the same way.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..features.lexical import Fingerprints, list_overlaps, overlaps
@@ -30,19 +32,31 @@ MIN_CALIBRATION_ARTICLES = 500
 _BLOCK = 512
 
 
+class FusedLists(NamedTuple):
+    """Candidate lists and what a call reads with them (see :func:`fused_lists`)."""
+
+    lists: np.ndarray  # int32 (n, width), best blended score first, -1 pads
+    overlap: np.ndarray | None  # float16 (n, width): term overlap of each listed pair
+    beyond: np.ndarray | None  # float16 (n,): no unlisted article has a higher cosine (None: dense lists)
+
+
 def fused_lists(index: FaissIndex, prints: Fingerprints | None, width: int, lexical_weight: float, *,
-                exact: bool, bar=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """(lists, overlap): int32 (n, width) candidate positions, best blended score
-    first, -1 pads, and the float16 term overlap of each listed pair (None without
-    fingerprints: then the lists are the dense ones)."""
+                exact: bool, bar=None) -> FusedLists:
+    """Each article's ``width`` best of its dense and lexical neighbours by blended
+    score, the term overlap of each listed pair (None without fingerprints: then the
+    lists are the dense ones) and, per article, a cosine no unlisted article exceeds
+    (the dense list's last cosine, or a dense neighbour's the fusion dropped): a call
+    whose filters leave too few of the list searches only if something unlisted can
+    still reach min_similarity."""
     dense = build_candidate_lists(index, width, exact=exact, bar=bar)
     if prints is None:
-        return dense, None
+        return FusedLists(dense, None, None)
     if lexical_weight == 0:
-        return dense, list_overlaps(prints, dense)
+        return FusedLists(dense, list_overlaps(prints, dense), None)
     union = _without_repeats(np.hstack([dense, retrieval.neighbours(prints, width)]))
     lists = np.full(dense.shape, -1, dtype=np.int32)
     overlap = np.zeros(dense.shape, dtype=np.float16)
+    beyond = np.zeros(len(dense), dtype=np.float16)
     for start in range(0, len(union), _BLOCK):
         rows = union[start:start + _BLOCK]
         mine = np.arange(start, start + len(rows))
@@ -55,7 +69,13 @@ def fused_lists(index: FaissIndex, prints: Fingerprints | None, width: int, lexi
         picked = np.take_along_axis(rows, best, axis=1)
         lists[mine] = np.where(np.take_along_axis(valid, best, axis=1), picked, -1)
         overlap[mine] = np.where(lists[mine] >= 0, np.take_along_axis(terms, best, axis=1), 0)
-    return lists, overlap
+        found = valid[:, :width]  # the dense list's members (union's first columns)
+        dropped = found & ~(rows[:, :width, None] == lists[mine][:, None, :]).any(axis=2)
+        bound = np.maximum(np.where(found, cosine[:, :width], np.inf).min(axis=1),
+                           np.where(dropped, cosine[:, :width], -np.inf).max(axis=1))
+        # float16 rounded up, so the bound stays a bound; empty lists: nothing is unlisted
+        beyond[mine] = np.where(np.isfinite(bound), bound + 1e-3, -1.0)
+    return FusedLists(lists, overlap, beyond)
 
 
 def _pair_overlaps(prints: Fingerprints, sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
