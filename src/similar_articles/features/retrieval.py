@@ -40,10 +40,6 @@ class Postings(NamedTuple):
     docs: np.ndarray  # int32 (postings,)
     weights: np.ndarray  # float16 (postings,)
 
-    @property
-    def articles(self) -> int:
-        return int(self.docs.max()) + 1 if len(self.docs) else 0
-
 
 def build_postings(prints: Fingerprints) -> Postings:
     """The postings of ``prints``, leaving out terms held by more than
