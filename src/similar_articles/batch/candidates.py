@@ -28,7 +28,7 @@ FLOOR_PAIRS = 2048  # random pairs kept in the manifest: a quantile to ~0.002 at
 # Random pairs stand for chance only in a broad archive: in a few dozen articles on
 # one story most pairs are related, and a floor calibrated on them would call real
 # neighbours chance. Smaller indexes keep min_similarity alone.
-MIN_CALIBRATION_ARTICLES = 100
+MIN_CALIBRATION_ARTICLES = 500
 _BLOCK = 512
 
 
