@@ -11,7 +11,7 @@ import pytest
 from similar_articles import Recommender
 from similar_articles.articles import Article
 from similar_articles.batch import candidates
-from similar_articles.config import Config, IndexConfig
+from similar_articles.config import Config, IndexConfig, RankingConfig
 from similar_articles.evaluation import event_halves
 from similar_articles.features import retrieval
 from similar_articles.features.lexical import LexicalModel, list_overlaps
@@ -52,8 +52,10 @@ def planted(news100, news100_vectors, encoder, tmp_path_factory):
     row = {"id": "planted", "title": "Recipes for a winter soup", "body": RECIPE + " Thanks to " + " ".join(names) + "."}
     vectors = np.vstack([news100_vectors, encoder.encode_articles([Article.from_row(row)])])
     path = tmp_path_factory.mktemp("planted")
+    # min_similarity 0: a lexical find below the index's min_similarity takes no list slot
     rec = Recommender.build([*news100, row], path, embeddings=vectors,
-                            config=Config(index=IndexConfig(candidate_lists=WIDTH)))
+                            config=Config(index=IndexConfig(candidate_lists=WIDTH),
+                                          ranking=RankingConfig(min_similarity=0.0)))
     return rec, vectors
 
 

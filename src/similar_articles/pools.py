@@ -175,7 +175,8 @@ def _with_lexical(state: ServingState, sources: Sources, positions: np.ndarray, 
         return positions
     prints = sources.prints if sources.prints is not None else state.features.prints(np.maximum(sources.positions, 0))
     found = retrieval.search(state.postings, prints, fetch, exclude=sources.positions)
-    found[(found[:, :, None] == positions[:, None, :]).any(axis=2)] = -1
+    for row in range(len(found)):
+        found[row, np.isin(found[row], positions[row])] = -1
     return np.hstack([positions, found])
 
 

@@ -225,8 +225,8 @@ def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalMode
     width = config.index.candidate_lists
     if width:
         exact = not index.kind.startswith("flat") and len(index) <= config.index.exact_lists_max
-        lists, overlap, beyond = fused_lists(index, prints, width, config.ranking.lexical_weight, exact=exact,
-                                             bar=bar)
+        lists, overlap, beyond = fused_lists(index, prints, width, config.ranking.lexical_weight,
+                                             config.ranking.min_similarity, exact=exact, bar=bar)
         if config.ranking.copy_containment is not None:
             copy_bits = copies.list_copy_bits(*sketches, lists, config.ranking.copy_containment)
     postings = retrieval.build_postings(prints)

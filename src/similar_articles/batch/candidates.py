@@ -40,14 +40,15 @@ class FusedLists(NamedTuple):
     beyond: np.ndarray | None  # float16 (n,): no unlisted article has a higher cosine (None: dense lists)
 
 
-def fused_lists(index: FaissIndex, prints: Fingerprints | None, width: int, lexical_weight: float, *,
-                exact: bool, bar=None) -> FusedLists:
+def fused_lists(index: FaissIndex, prints: Fingerprints | None, width: int, lexical_weight: float,
+                min_similarity: float, *, exact: bool, bar=None) -> FusedLists:
     """Each article's ``width`` best of its dense and lexical neighbours by blended
     score, the term overlap of each listed pair (None without fingerprints: then the
     lists are the dense ones) and, per article, a cosine no unlisted article exceeds
     (the dense list's last cosine, or a dense neighbour's the fusion dropped): a call
     whose filters leave too few of the list searches only if something unlisted can
-    still reach min_similarity."""
+    still reach min_similarity. A lexical find below ``min_similarity`` takes no slot:
+    no call with the index's settings could show it."""
     dense = build_candidate_lists(index, width, exact=exact, bar=bar)
     if prints is None:
         return FusedLists(dense, None, None)
@@ -64,10 +65,11 @@ def fused_lists(index: FaissIndex, prints: Fingerprints | None, width: int, lexi
         cosine = np.einsum("bd,bwd->bw", index.vectors(mine).astype(np.float32),
                            index.vectors(np.maximum(rows, 0).reshape(-1)).reshape(*rows.shape, -1).astype(np.float32))
         terms = _pair_overlaps(prints, mine, rows)
-        score = np.where(valid, blend(cosine, terms.astype(np.float32), lexical_weight), -np.inf)
+        showable = valid & ((cosine >= min_similarity) | (np.arange(rows.shape[1]) < width))
+        score = np.where(showable, blend(cosine, terms.astype(np.float32), lexical_weight), -np.inf)
         best = np.argsort(-score, axis=1, kind="stable")[:, :width]
         picked = np.take_along_axis(rows, best, axis=1)
-        lists[mine] = np.where(np.take_along_axis(valid, best, axis=1), picked, -1)
+        lists[mine] = np.where(np.take_along_axis(showable, best, axis=1), picked, -1)
         overlap[mine] = np.where(lists[mine] >= 0, np.take_along_axis(terms, best, axis=1), 0)
         found = valid[:, :width]  # the dense list's members (union's first columns)
         dropped = found & ~(rows[:, :width, None] == lists[mine][:, None, :]).any(axis=2)
