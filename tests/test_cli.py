@@ -87,3 +87,47 @@ def test_errors_are_one_clear_line(built, capsys, args, code, words):
     assert main(args) == code
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def test_set_saves_ranking_settings_with_the_index_and_overrides_them_for_one_run(built, capsys):
+    folder, _ = built
+    index = folder / "index-strict"
+    assert main(["build", str(folder / "rows.jsonl"), "--index", str(index), "--progress", "none",
+                 "--cache", str(folder / "index" / "embeddings.sqlite"),
+                 "--set", "min_similarity=0.99", "--set", "floor_quantile=None"]) == 0
+    capsys.readouterr()
+    from similar_articles import Recommender
+
+    loaded = Recommender.load(index)  # a fresh process's view: the settings come from the manifest
+    assert loaded.config.ranking.min_similarity == 0.99 and loaded.config.ranking.floor_quantile is None
+    assert all(item.fallback for item in loaded.recommend("inf-talks-fail", k=2))
+    # One run with other settings; the index keeps its own.
+    assert main(["recommend", "inf-talks-fail", "--index", str(index), "--json", "--set", "min_similarity=0.2"]) == 0
+    assert not any(item["fallback"] for item in json.loads(capsys.readouterr().out))
+    assert Recommender.load(index).config.ranking.min_similarity == 0.99
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("min_similarity", "not NAME=VALUE"),
+    ("no_such_knob=1", "unknown ranking option(s) ['no_such_knob']"),
+    ("min_similarity=high", "min_similarity"),
+])
+def test_a_bad_set_is_one_clear_line(built, capsys, setting, words):
+    folder, _ = built
+    assert main(["recommend", "inf-talks-fail", "--index", str(folder / "index"), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_evaluate_index_reports_box_health_and_sample_boxes(built, capsys):
+    folder, _ = built
+    assert main(["evaluate", "--index", str(folder / "index"), "--json", "--sample", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    summary = report["summary"]
+    assert summary["articles"] == 11 and summary["coverage"] == 1.0
+    assert summary["duplicate_story_share"] == 0.0 and 0.0 <= summary["fallback_share"] <= 1.0
+    assert 0.0 <= summary["hub_gini"] <= 1.0 and summary["similarity_shown_mean"] > 0.2
+    assert report["sample"].count("### ") == 3 and "similarity 0." in report["sample"]
+    assert main(["evaluate", "--index", str(folder / "index"), "--sample", "1"]) == 0
+    assert "| coverage | 1.000 |" in capsys.readouterr().out
+    assert main(["evaluate"]) == 2

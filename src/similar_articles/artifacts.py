@@ -46,9 +46,15 @@ SCHEMA: dict[str, ArraySpec] = {
     "neighbour_lists": ArraySpec("int32", ("width",)),
     "neighbour_overlap": ArraySpec("float16", ("width",)),  # term overlap of each listed pair
     "neighbour_copies": ArraySpec("uint8", ("bytes",)),  # copy bits of each listed pair, packed
+    "neighbour_beyond": ArraySpec("float16"),  # no unlisted article has a higher cosine (fused lists)
+    # The lexical retriever's postings (features/retrieval.py), read by unseen articles' calls.
+    "lexical_offsets": ArraySpec("int64", (N_FEATURES + 1,), per_article=False, mapped=True),
+    "lexical_docs": ArraySpec("int32", ("postings",), per_article=False, mapped=True),
+    "lexical_weights": ArraySpec("float16", ("postings",), per_article=False, mapped=True),
 }
 # Arrays that come in groups: a snapshot holds all of a group or none.
-GROUPS = (("lexical_idf", "term_ids", "term_weights"), ("copy_sketches", "copy_shingles"))
+GROUPS = (("lexical_idf", "term_ids", "term_weights"), ("copy_sketches", "copy_shingles"),
+          ("lexical_offsets", "lexical_docs", "lexical_weights"))
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ class Artifacts:
     neighbour_lists: np.ndarray | None = None
     neighbour_overlap: np.ndarray | None = None
     neighbour_copies: np.ndarray | None = None
+    neighbour_beyond: np.ndarray | None = None
+    lexical_offsets: np.ndarray | None = None
+    lexical_docs: np.ndarray | None = None
+    lexical_weights: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -128,6 +138,8 @@ def validate(artifacts: Artifacts, count: int | None, *, where: str) -> None:
     lists = present.get("neighbour_lists")
     sizes = {"width": 0 if lists is None else lists.shape[1]}
     sizes["bytes"] = (sizes["width"] + 7) // 8
+    docs = present.get("lexical_docs")
+    sizes["postings"] = 0 if docs is None else len(docs)
     for name, spec in SCHEMA.items():
         array = present.get(name)
         if array is None:

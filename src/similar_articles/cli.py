@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .config import ENCODER_BACKENDS, INDEX_KINDS, INDEX_STORES, Config, EncoderConfig, IndexConfig
+from .config import (ENCODER_BACKENDS, INDEX_KINDS, INDEX_STORES, Config, EncoderConfig, IndexConfig,
+                     RankingConfig, parse_settings, replace_ranking)
 from .embedding.cache import PRUNE_AFTER_BUILDS
 from .errors import ConfigError, SimilarArticlesError, UnknownArticleError
 from .export import FORMATS as EXPORT_FORMATS
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--index", type=Path, required=True)
     rec.add_argument("-k", type=int, default=2, help="box size (default 2)")
     rec.add_argument("--json", action="store_true", help="print JSON")
+    _add_set(rec, "for this run only (the index's own settings otherwise)")
     rec.set_defaults(run=_recommend)
 
     info = sub.add_parser("info", help="describe an index")
@@ -60,8 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_info)
 
     evaluate = sub.add_parser("evaluate", help="measure box quality on a real corpus against baselines")
-    evaluate.add_argument("corpus", choices=("bbc", "news"),
+    evaluate.add_argument("corpus", choices=("bbc", "news"), nargs="?",
                           help="bbc: precision@k by topic; news: coverage, duplicates, hubs, age")
+    evaluate.add_argument("--index", type=Path, help="instead of a corpus: box health of this built index")
+    evaluate.add_argument("--sample", type=int, default=10, help="--index: boxes shown as Markdown (default 10)")
+    _add_set(evaluate, "(--index: for this run only)")
     evaluate.add_argument("-k", type=int, nargs="+", default=None,
                           help="box sizes (default: 2 5 10 on bbc, 2 on news)")
     evaluate.add_argument("--section-bonus", type=float, default=None,
@@ -76,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--show", type=int, default=5, help="how many example boxes to print")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _add_set(parser, scope: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help=f"a ranking setting (RankingConfig field, e.g. min_similarity=0.35; repeatable) {scope}")
+
+
+def _with_settings(rec, pairs: Sequence[str]):
+    """``rec`` ranking with the ``--set`` pairs for this run."""
+    settings = parse_settings(pairs)
+    return rec.with_settings(**settings) if settings else rec
 
 
 def _add_build(sub) -> None:
@@ -120,6 +136,7 @@ def _add_build(sub) -> None:
     build.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                        help="a quality-gate limit, e.g. --gate max_churn=0.8 or --gate min_coverage=0.9 "
                             "('none' turns a check off; see docs/batch.md)")
+    _add_set(build, "saved with the index: every process that loads it ranks with it")
     build.add_argument("--force", action="store_true", help="publish even if the quality gate fails")
     build.add_argument("--dry-run", action="store_true", help="do everything but publish")
     build.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
@@ -152,7 +169,8 @@ def _build(args: argparse.Namespace) -> int:
     if not sources:
         raise ConfigError("nothing to read: name SOURCE files or give --sql-url with --query or --table")
     config = Config(encoder=EncoderConfig(model=args.model, long_text=args.long_text, backend=args.backend),
-                    index=IndexConfig(kind=args.index_kind, store=args.index_store))
+                    index=IndexConfig(kind=args.index_kind, store=args.index_store),
+                    ranking=replace_ranking(RankingConfig(), parse_settings(args.set)))
     progress = {"auto": "auto", "bar": True, "log": "log", "none": False}[args.progress]
     report = run_build(sources, args.index, config=config, force=args.force, dry_run=args.dry_run,
                        keep=args.keep, gate=GateLimits.from_overrides(args.gate), progress=progress,
@@ -195,7 +213,7 @@ def _log_to_stderr() -> None:
 def _recommend(args: argparse.Namespace) -> int:
     from .recommender import Recommender
 
-    box = Recommender.load(args.index).recommend(args.id, k=args.k)
+    box = _with_settings(Recommender.load(args.index), args.set).recommend(args.id, k=args.k)
     if args.json:
         print(json.dumps([item.to_dict() for item in box], ensure_ascii=False, indent=2))
     else:
@@ -225,6 +243,10 @@ def _info(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from . import evaluation
 
+    if (args.corpus is None) == (args.index is None):
+        raise ConfigError("evaluate needs a corpus (bbc or news) or --index DIR, not both")
+    if args.index is not None:
+        return _evaluate_index(args)
     started = time.perf_counter()
     corpus = evaluation.load_corpus(args.corpus, progress=True)
     print(f"{args.corpus}: {len(corpus)} articles ({corpus.encoded} encoded now, the rest from "
@@ -244,6 +266,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(table.round(3).to_string())
         print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _evaluate_index(args: argparse.Namespace) -> int:
+    """Box health of a built index (evaluation.site), without labels."""
+    from .evaluation.site import index_report
+    from .recommender import Recommender
+
+    if args.sample < 0:
+        raise ConfigError(f"--sample={args.sample} is invalid: give 0 or more boxes")
+    rec = _with_settings(Recommender.load(args.index, reload_interval=None), args.set)
+    report = index_report(rec, (args.k or [2])[0], sample=args.sample)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print("| measure | value |\n|---|---|")
+    for name, value in report["summary"].items():
+        print(f"| {name} | {value:.3f} |" if isinstance(value, float) else f"| {name} | {value} |")
+    print("\n" + report["sample"])
     return EXIT_OK
 
 
@@ -298,6 +339,7 @@ def _add_export(sub) -> None:
     export.add_argument("--batch-size", type=int, default=1024, help="articles per batch (default 1024)")
     export.add_argument("--processes", type=int, default=None,
                         help="worker processes (default: one per core; 1: none)")
+    _add_set(export, "for this run only (the index's own settings otherwise)")
     export.set_defaults(run=_export)
 
 
@@ -318,7 +360,7 @@ def _export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--now={args.now!r} is not an ISO 8601 time, e.g. 2024-05-01T12:00:00+00:00") from None
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
-    rec = Recommender.load(args.index, reload_interval=None)
+    rec = _with_settings(Recommender.load(args.index, reload_interval=None), args.set)
     started = time.perf_counter()
     if args.layout == "per-article":
         counts = write_box_files(rec, args.out, k=args.k, now=now, batch_size=args.batch_size,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import ConfigError
 
@@ -160,6 +161,12 @@ class RankingConfig:
         behind near-duplicates at a small cost per call.
     min_similarity: cosine below which an article is not "related"; such slots are
         filled by the fallback instead, marked as such.
+    floor_quantile: the relatedness floor, calibrated per index: an article is
+        "related" only if its blended relevance (cosine and term overlap, as ranked)
+        beats this share of random pairs of articles of the index (sampled at build
+        time, kept in the manifest), so the floor means the same on every archive and
+        at every lexical_weight. Items below it are shown as fallback, marked as such.
+        None turns it off (min_similarity alone then decides).
     lexical_weight: share of term overlap (top TF-IDF terms) in relevance, the rest
         being embedding cosine; 0 ranks by embeddings alone. Costs ~0.05 ms a call.
     section_bonus: added to candidates of the source's section, so that among
@@ -195,7 +202,8 @@ class RankingConfig:
 
     candidates: int = 50
     min_similarity: float = 0.25
-    lexical_weight: float = 0.5
+    floor_quantile: float | None = 0.95
+    lexical_weight: float = 0.4
     section_bonus: float = 0.03
     freshness_margin: float = 0.03
     half_life_days: float | None = 30.0
@@ -211,6 +219,8 @@ class RankingConfig:
                "candidates", self.candidates, "an integer in [1, 10000]")
         _check(_is_number(self.min_similarity) and -1 <= self.min_similarity <= 1,
                "min_similarity", self.min_similarity, "a number in [-1, 1]")
+        _check(self.floor_quantile is None or (_is_number(self.floor_quantile) and 0 <= self.floor_quantile <= 1),
+               "floor_quantile", self.floor_quantile, "a share in [0, 1] or None")
         _check(_is_number(self.lexical_weight) and 0 <= self.lexical_weight <= 1,
                "lexical_weight", self.lexical_weight, "a number in [0, 1]")
         _check(_is_number(self.section_bonus) and 0 <= self.section_bonus <= 1,
@@ -280,3 +290,21 @@ def _replaced(ranking: RankingConfig, overrides: tuple) -> RankingConfig:
     """dataclasses.replace with its checks (~30 us), made once for the few sets of
     overrides a site calls with."""
     return dataclasses.replace(ranking, **dict(overrides))
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """RankingConfig fields from ``NAME=VALUE`` strings (the CLI's ``--set``): a value is
+    read as JSON (``0.35``, ``true``, ``null``), ``None`` as null, else as text. Names and
+    values are checked by RankingConfig itself; a malformed pair raises ConfigError."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {pair!r} is not NAME=VALUE, e.g. --set min_similarity=0.35")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None if text.strip() in ("None", "none") else text
+        settings[name.strip()] = value
+    replace_ranking(RankingConfig(), settings)  # unknown names and bad values fail here, named
+    return settings

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import ranking
 from .config import RankingConfig
-from .features import copies
+from .features import copies, retrieval
 from .features.lexical import Fingerprints, overlaps
 from .state import ServingState
 
@@ -86,23 +86,23 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     if 0 < listed.sum() < len(listed):  # a block of one kind at a time
         return _split(state, sources, request, listed, {"fetch": fetch}, {"search": True, "fetch": fetch})
     positions, exhausted = _pool(state, sources, fetch, bool(listed.any()))
+    keep = fetch if listed.any() else positions.shape[1]  # a search's lexical finds are kept whatever their cosine
 
     bulk = request.all_cores and len(positions) >= 32  # below that, OpenMP's start costs more than it saves
     rows, where = index.read_rows(positions, all_cores=bulk)
     sims = index.products_at(sources.vectors, rows, where, all_cores=bulk)
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :fetch]
+    beyond = _beyond(state, sources, positions, sims, fetch, bool(listed.any()))
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :keep]
     each = np.arange(len(order))[:, None]
     positions, sims, where = positions[each, order], sims[each, order], where[each, order]
     # Each pool member's slot in its source's list, for the stored pair features; -1 if none.
     slots = np.where(order < state.neighbours.width, order, -1) if listed.any() else np.full(order.shape, -1)
-    valid = positions >= 0
     reference = _reference(sources, request)
     ok = _eligible(state, request, positions, reference[:, None], sources.positions[:, None])
     ok &= sims >= settings.min_similarity
     # Nothing outside a pool reaches the floor when the pool held every article it could,
-    # or its least similar member already misses it.
-    lowest = np.where(valid, sims, np.inf).min(axis=1, initial=np.inf)
-    complete = exhausted | (lowest < settings.min_similarity)
+    # or nothing outside it is as similar as min_similarity.
+    complete = exhausted | (beyond < settings.min_similarity)
     short = (ok.sum(axis=1) < need) & ~complete
     if short.any() and (listed.any() or (fetch < MAX_FETCH and fetch < len(index))):
         # Filters left too few: search (four times wider if this already was a search).
@@ -113,6 +113,7 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     relevance = sims
     if state.features.lexical is not None and settings.lexical_weight > 0:
         relevance = ranking.blend(sims, _overlap(state, sources, positions, slots, ok), settings.lexical_weight)
+    ok &= relevance >= state.relatedness_floor(settings.lexical_weight, settings.floor_quantile)
     age_days = (reference[:, None] - table.published[np.maximum(positions, 0)]) / ranking.SECONDS_PER_DAY
     same_section = (table.section_codes[np.maximum(positions, 0)] == sources.section_codes[:, None]) & \
         (sources.section_codes[:, None] != ranking.NO_SECTION)
@@ -146,13 +147,37 @@ def _pool(state: ServingState, sources: Sources, fetch: int, listed: bool) -> tu
     is list slot j."""
     if not listed:
         _, positions = state.index.search_many(sources.vectors, fetch)
-        return positions, (positions < 0).any(axis=1) | (positions.shape[1] < fetch)
+        exhausted = (positions < 0).any(axis=1) | (positions.shape[1] < fetch)
+        return _with_lexical(state, sources, positions.astype(np.int64), fetch), exhausted
     rows = state.neighbours.lists[sources.positions]
     exhausted = (rows < 0).any(axis=1)  # a short list held every article there was
     added = np.arange(state.listed_count(), len(state.index))
     if not len(added):
         return rows.astype(np.int64), exhausted
     return np.hstack([rows, np.broadcast_to(added, (len(rows), len(added)))]).astype(np.int64), exhausted
+
+
+def _beyond(state: ServingState, sources: Sources, positions: np.ndarray, sims: np.ndarray, fetch: int,
+            listed: bool) -> np.ndarray:
+    """A cosine no article outside each pool exceeds: stored for fused lists; else the
+    least similar member the dense retriever found (everything it did not find is less
+    similar; lexical finds say nothing about the rest)."""
+    if listed and state.neighbours.beyond is not None:
+        return state.neighbours.beyond[sources.positions].astype(np.float32)
+    dense = slice(None) if listed else slice(0, fetch)
+    return np.where(positions[:, dense] >= 0, sims[:, dense], np.inf).min(axis=1, initial=np.inf)
+
+
+def _with_lexical(state: ServingState, sources: Sources, positions: np.ndarray, fetch: int) -> np.ndarray:
+    """A searched pool with the lexical retriever's ``fetch`` best appended (those the
+    dense search found already, and articles added since the build, are not repeated)."""
+    if state.postings is None or not len(state.postings.docs):
+        return positions
+    prints = sources.prints if sources.prints is not None else state.features.prints(np.maximum(sources.positions, 0))
+    found = retrieval.search(state.postings, prints, fetch, exclude=sources.positions)
+    for row in range(len(found)):
+        found[row, np.isin(found[row], positions[row])] = -1
+    return np.hstack([positions, found])
 
 
 def _split(state: ServingState, sources: Sources, request: Request, mask: np.ndarray, first: dict,

@@ -4,6 +4,8 @@ found when it started, and add, remove and reload swap in a new one."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import threading
@@ -174,6 +176,12 @@ class Recommender:
         """A view of the state served now that never reloads: a long job (an export)
         sees one snapshot from start to end while this recommender moves on."""
         return Recommender(self._serving(), self.config, encoder=self._encoder)
+
+    def with_settings(self, **ranking: Any) -> "Recommender":
+        """A view of the state served now, never reloading, whose calls rank with
+        these RankingConfig fields instead of the index's (the CLI's ``--set``)."""
+        config = dataclasses.replace(self.config, ranking=replace_ranking(self.config.ranking, ranking))
+        return Recommender(self._serving(), config, encoder=self._encoder)
 
     # ---------------------------------------------------------------- serving
     @property

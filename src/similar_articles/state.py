@@ -8,7 +8,7 @@ copying columns) before the swap, so no call waits for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +20,8 @@ from .config import Config
 from .errors import IndexCorruptedError, ModelMismatchError
 from .features import copies
 from .features.lexical import LexicalModel
+from .features.retrieval import Postings
+from .ranking import blend
 from .features.store import Rows, TextFeatures
 from .index import FaissIndex, LayeredIndex
 from .journal import Record
@@ -36,6 +38,7 @@ class NeighbourLists:
     overlap: np.ndarray | None  # float16 (built articles, width)
     copy_bits: np.ndarray | None  # uint8 (built articles, ceil(width / 8))
     copy_threshold: float | None
+    beyond: np.ndarray | None = None  # float16 (built articles,): no unlisted article has a higher cosine
 
     @property
     def width(self) -> int:
@@ -51,6 +54,26 @@ class ServingState:
     manifest: dict[str, Any]
     path: Path | None
     journal_seq: int = 0  # the last live-update record this state includes
+    postings: Postings | None = None  # the lexical retriever (snapshot articles only)
+    floors: dict = field(default_factory=dict, compare=False)  # (weight, quantile) -> floor, made once
+
+    def relatedness_floor(self, lexical_weight: float, quantile: float | None) -> float:
+        """The blended score (ranking.blend) that ``quantile`` of this index's random
+        pairs of articles stay below (the build's sample, in the manifest): a floor
+        that passes the same share of chance pairs on any archive. -inf for None, or
+        an index built without the sample."""
+        key = (lexical_weight, quantile)
+        floor = self.floors.get(key)
+        if floor is None:
+            pairs = self.manifest.get("random_pairs") or {}
+            if quantile is None or not pairs.get("cosine"):
+                floor = -np.inf
+            else:
+                weight = lexical_weight if self.features.lexical is not None else 0.0
+                scores = blend(np.asarray(pairs["cosine"]), np.asarray(pairs["overlap"]), weight)
+                floor = float(np.quantile(scores, quantile))
+            self.floors[key] = floor
+        return floor
 
     @classmethod
     def from_snapshot(cls, snapshot: LoadedSnapshot, config: Config, model_id: str) -> "ServingState":
@@ -79,9 +102,12 @@ class ServingState:
         if art.neighbour_lists is not None and config.index.candidate_lists:
             built = ((manifest.get("config") or {}).get("ranking") or {}).get("copy_containment")
             neighbours = NeighbourLists(art.neighbour_lists, art.neighbour_overlap, art.neighbour_copies,
-                                        built if art.neighbour_copies is not None else None)
+                                        built if art.neighbour_copies is not None else None,
+                                        art.neighbour_beyond)
+        postings = Postings(art.lexical_offsets, art.lexical_docs, art.lexical_weights) \
+            if art.lexical_docs is not None else None
         return cls(table, LayeredIndex(index), features, neighbours, manifest, path,
-                   int(manifest.get("journal_seq", 0)))
+                   int(manifest.get("journal_seq", 0)), postings)
 
     def with_added(self, articles: Sequence[Article], vectors: np.ndarray) -> "ServingState":
         """A new state with ``articles`` (and their unit ``vectors``) added; a known id's
@@ -94,7 +120,7 @@ class ServingState:
         sketches = copies.sketches([copies.copy_text(a.body, a.title) for a in articles]) \
             if self.features.sketches is not None else None
         return replace(self, table=self.table.with_added(articles), index=self.index.with_rows(vectors),
-                       features=self.features.with_rows(prints, sketches))
+                       features=self.features.with_rows(prints, sketches), floors={})
 
     def with_removed(self, ids: Sequence[object]) -> tuple["ServingState", int]:
         """A new state without the live articles among ``ids`` (unknown ids are
@@ -102,7 +128,7 @@ class ServingState:
         positions = [p for p in (self.table.position_of(i) for i in ids) if p is not None]
         if not positions:
             return self, 0
-        return replace(self, table=self.table.with_removed(positions)), len(set(positions))
+        return replace(self, table=self.table.with_removed(positions), floors={}), len(set(positions))
 
     def with_record(self, record: Record, model_id: str) -> tuple["ServingState", int]:
         """A new state with one journal record applied, and how many articles it added

@@ -34,13 +34,14 @@ from ..embedding import EmbeddingCache, Encoder, SentenceTransformerEncoder
 from ..embedding.cache import PRUNE_AFTER_BUILDS
 from ..errors import ConfigError, IndexNotFoundError, SimilarArticlesError, storage_error
 from ..features import copies
-from ..features.lexical import Fingerprints, LexicalModel, list_overlaps
+from ..features import retrieval
+from ..features.lexical import Fingerprints, LexicalModel
 from ..index import FaissIndex, create_index
-from ..index.neighbours import build_candidate_lists
 from ..journal import Folded, Journal, fold
 from ..snapshot import MANIFEST, clean_staging, discard_staged, list_snapshots, publish_snapshot, resolve_snapshot_dir
 from ..sources import UNREADABLE_KINDS, RowsSource, Source, SourceError, as_sources
 from ..state import ServingState
+from .candidates import fused_lists, random_pairs
 from .encode import Gathered, read_and_encode
 from .features import FeatureCache, LexicalPass
 from .gate import GATE_BOXES_FILE, GATE_FILE, GateLimits, GateReport, GateSample, evaluate_gate, open_previous
@@ -195,6 +196,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
                 index = _index(gathered, config, bar)
             with stages.stage("candidates", "articles", total=len(index)) as bar:
                 artifacts = _artifacts(gathered, index, lexical_model, prints, config, bar)
+                pairs = random_pairs(index, prints)
                 del gathered, prints, terms
         finally:
             store.close()
@@ -203,7 +205,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
         "library_version": __version__, "model_id": encoder.model_id, "dimensions": int(index.dim),
         "count": len(artifacts.published), "index_kind": index.kind, "config": config.to_dict(),
         "embeddings": "precomputed" if precomputed else "encoded",
-        "encoded": report.encoded, "reused": report.reused, "journal_seq": folded.last_seq,
+        "encoded": report.encoded, "reused": report.reused, "journal_seq": folded.last_seq, "random_pairs": pairs,
     }
     extra_files = None
     if gated:
@@ -275,22 +277,25 @@ def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalMode
     each article's neighbour list (exact up to IndexConfig.exact_lists_max articles)
     and, for each listed pair, what a call would otherwise compute: the term overlap
     (float16) and whether the listed one copies the article (a bit, for the configured
-    copy_containment)."""
+    copy_containment). The lists fuse the dense and the lexical retrievers
+    (candidates.py); the lexical postings are kept for calls on unseen articles."""
     sketches = (np.concatenate([rows for rows, _ in gathered.sketches]),
                 np.concatenate([counts for _, counts in gathered.sketches]))
-    lists = overlap = copy_bits = None
+    lists = overlap = copy_bits = beyond = None
     width = config.index.candidate_lists
     if width:
         exact = not index.kind.startswith("flat") and len(index) <= config.index.exact_lists_max
-        lists = build_candidate_lists(index, width, exact=exact, bar=bar)
-        overlap = list_overlaps(prints, lists)
+        lists, overlap, beyond = fused_lists(index, prints, width, config.ranking.lexical_weight,
+                                             config.ranking.min_similarity, exact=exact, bar=bar)
         if config.ranking.copy_containment is not None:
             copy_bits = copies.list_copy_bits(*sketches, lists, config.ranking.copy_containment)
+    postings = retrieval.build_postings(prints)
     return Artifacts(metadata=gathered.columns, published=np.concatenate(gathered.published),
                      title_keys=np.concatenate(gathered.title_keys), lexical_idf=lexical_model.idf,
                      term_ids=prints.ids, term_weights=prints.weights, copy_sketches=sketches[0],
                      copy_shingles=sketches[1], neighbour_lists=lists, neighbour_overlap=overlap,
-                     neighbour_copies=copy_bits)
+                     neighbour_copies=copy_bits, neighbour_beyond=beyond, lexical_offsets=postings.offsets,
+                     lexical_docs=postings.docs, lexical_weights=postings.weights)
 
 
 def _gate(report: BuildReport, root: Path, artifacts: Artifacts, index: FaissIndex, manifest: dict,

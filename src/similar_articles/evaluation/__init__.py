@@ -35,7 +35,7 @@ from .metrics import (per_source_precision, precision_at_k, per_label_precision,
                       coverage, fallback_share, same_story_checker, duplicate_pairs,
                       duplicate_rate, gini, exposure_counts, hub_concentration,
                       intra_list_diversity, mean_similarity, ages, age_summary, churn,
-                      box_agreement, event_groups, event_recall)
+                      box_agreement, event_groups, event_halves, event_recall)
 from .reports import bbc_report, health_row, news_report, relevance_table
 
 __all__ = [
@@ -46,5 +46,5 @@ __all__ = [
     "per_label_precision", "ndcg_at_k", "coverage", "fallback_share", "same_story_checker",
     "duplicate_pairs", "duplicate_rate", "gini", "exposure_counts", "hub_concentration",
     "intra_list_diversity", "mean_similarity", "ages", "age_summary", "churn", "box_agreement",
-    "event_groups", "event_recall", "relevance_table", "health_row", "bbc_report", "news_report",
+    "event_groups", "event_halves", "event_recall", "relevance_table", "health_row", "bbc_report", "news_report",
 ]
