@@ -136,7 +136,7 @@ def news_articles():
     from similar_articles.paths import data_dir
     from similar_articles.datasets import load_news_articles
     from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
-    from similar_articles.recommender import parse_articles
+    from similar_articles.articles import parse_articles
 
     articles = parse_articles(load_news_articles("full").rows)
     cache = EmbeddingCache(data_dir() / "embeddings.sqlite")
@@ -152,7 +152,7 @@ def bbc_articles(encoder=None):
     from similar_articles.paths import data_dir
     from similar_articles.datasets import load_bbc
     from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncoder, embed_articles
-    from similar_articles.recommender import parse_articles
+    from similar_articles.articles import parse_articles
 
     rows = load_bbc().rows
     articles = parse_articles(rows)

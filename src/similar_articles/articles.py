@@ -8,7 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .errors import InvalidArticleError
 
@@ -219,3 +219,21 @@ def _tags(value: Any, where: dict) -> tuple[str, ...]:
             f"tags must be a list or a comma-separated string, got {type(value).__name__}",
             field="tags", **where)
     return tuple(dict.fromkeys(str(t).strip() for t in items if str(t).strip()))
+
+
+def parse_articles(rows: Iterable["Article | Mapping[str, Any]"]) -> list["Article"]:
+    """Rows -> Articles, refusing a bad row or a repeated id with the row number."""
+    if isinstance(rows, (str, bytes, Mapping)):
+        raise InvalidArticleError(
+            "rows must be an iterable of dicts or Articles (not a single row or a path); "
+            "to read a file use similar_articles.sources.read_rows(path)")
+    articles: list[Article] = []
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        article = Article.from_row(row, row_number=number)
+        if article.id in seen:
+            raise InvalidArticleError(f"duplicate id (first seen at row {seen[article.id]}); ids must be unique",
+                                      row=number, field="id", article_id=article.id)
+        seen[article.id] = number
+        articles.append(article)
+    return articles

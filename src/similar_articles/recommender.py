@@ -5,7 +5,6 @@ found when it started, and add, remove and reload swap in a new one."""
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 import threading
@@ -19,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from . import parallel
-from .articles import Article
+from .articles import Article, parse_articles
 from .artifacts import read_artifacts
 from .batch import build_articles
 from .config import Config, replace_ranking
@@ -361,24 +360,6 @@ class Recommender:
                 "created_at": m.get("created_at"), "model_id": m.get("model_id"), "dimensions": m.get("dimensions"),
                 "index_kind": m.get("index_kind"), "articles": m.get("count"), "live_articles": len(self),
                 "sections": len(state.table.section_names), "library_version": m.get("library_version")}
-
-
-def parse_articles(rows: Iterable[ArticleLike]) -> list[Article]:
-    """Rows -> Articles, refusing a bad row or a repeated id with the row number."""
-    if isinstance(rows, (str, bytes, Mapping)):
-        raise InvalidArticleError(
-            "rows must be an iterable of dicts or Articles (not a single row or a path); "
-            "to read a file use similar_articles.sources.read_rows(path)")
-    articles: list[Article] = []
-    seen: dict[str, int] = {}
-    for number, row in enumerate(rows, start=1):
-        article = Article.from_row(row, row_number=number)
-        if article.id in seen:
-            raise InvalidArticleError(f"duplicate id (first seen at row {seen[article.id]}); ids must be unique",
-                                      row=number, field="id", article_id=article.id)
-        seen[article.id] = number
-        articles.append(article)
-    return articles
 
 
 def _utc(when: datetime | None) -> datetime:

