@@ -179,6 +179,24 @@ def test_a_pin_takes_its_slot_in_its_window_as_an_editors_pick(rec):
     assert pick not in {i.id for i in rec.recommend(source, k=1, now=NOW)}  # slot 2 of a box of 1
 
 
+def test_a_pinned_story_shows_once(rec):
+    """Ranked items of the pinned story make way (here two: one under its headline, one
+    with its vector), and the box is ranked deeper to stay full."""
+    source = rec.ids()[0]
+    before = rec.recommend(source, k=4, now=NOW)
+    vector = rec.state.index.vectors(rec.state.table.require([before[1].id]))
+    copy = {"id": "pinned-copy", "title": before[0].title, "body": "Another outlet's words on it.",
+            "section": "elsewhere", "published_at": "2017-03-01", "language": "en"}
+    rec.add([copy], embeddings=vector)
+    try:
+        rec.edit_rules(lambda r: r.with_pin({"article": "pinned-copy", "into": source, "slot": 2}))
+        box = rec.recommend(source, k=3, now=NOW)
+        assert [i.id for i in box] == [before[2].id, "pinned-copy", before[3].id]
+        assert rec.recommend_many([source, rec.ids()[1]], k=3, now=NOW)[0] == box
+    finally:
+        rec.remove(["pinned-copy"])
+
+
 def test_pins_into_a_section_and_a_tag(rec):
     table = rec.state.table
     sections = dict(zip(rec.ids(), table.sections.tolist()))

@@ -141,7 +141,8 @@ def rank(state: ServingState, sources: Sources, call: Request, k: int | None, ba
     plans = [rules.plans.get(code, rules.default) for code in sources.section_codes.tolist()]
     pins = [_pins(state, rules, sources, b, call.now) for b in range(len(plans))]
     # Sources ranked together share a plan and a pin count: a box is ranked the same
-    # whichever call asks for it (k + pins items, then the pins placed).
+    # whichever call asks for it (k items, the pins placed; k + pins items when a pin's
+    # story took ranked items the box needs).
     groups: dict[tuple, list[int]] = {}
     for row, plan in enumerate(plans):
         groups.setdefault((id(plan), len(pins[row])), []).append(row)
@@ -150,9 +151,17 @@ def rank(state: ServingState, sources: Sources, call: Request, k: int | None, ba
         at = np.array(rows)
         part = sources if len(rows) == len(plans) else subset(sources, at)
         request, size = _request(call, plans[rows[0]], k, base, overrides)
-        ranked = rank_block(state, part, request._replace(k=size + extra))
+        ranked = rank_block(state, part, request._replace(k=size))
         if extra:
-            ranked = _place(state, part, request, ranked, [pins[r] for r in rows], size)
+            mine = [pins[r] for r in rows]
+            ranked, short = _place(state, part, request, ranked, mine, size)
+            if short.any():  # a pin's story took ranked items the box needs: rank those boxes deeper
+                deeper = np.flatnonzero(short)
+                again = rank_block(state, subset(part, deeper), request._replace(k=size + extra))
+                again = _cut(_place(state, subset(part, deeper), request, again, [mine[i] for i in deeper], size)[0],
+                             size)
+                for whole, fixed in zip(ranked, again):
+                    whole[deeper] = fixed
         parts.append((at, _cut(ranked, size)))
     if len(parts) == 1:
         return parts[0][1]
@@ -205,13 +214,15 @@ def _pins(state: ServingState, rules: Compiled, sources: Sources, b: int, now: f
 
 
 def _place(state: ServingState, sources: Sources, request: Request, ranked: RankedBlock,
-           pins: list[list[PinAt]], size: int) -> RankedBlock:
-    """``ranked`` with each source's pins at their slots: a pin is shown only while it
-    passes the eligibility that no filter or policy relaxes (live, published, not
-    embargoed, expired, held, blocked or excluded by the call, not the source); the
-    ranked items of its story (the same headline, or a cosine at or above
-    duplicate_similarity) make way."""
+           pins: list[list[PinAt]], size: int) -> tuple[RankedBlock, np.ndarray]:
+    """``ranked`` with each source's pins at their slots, and which boxes ran short: a
+    pin is shown only while it passes the eligibility that no filter or policy relaxes
+    (live, published, not embargoed, expired, held, blocked or excluded by the call, not
+    the source); the ranked items of its story (the same headline, or a cosine at or
+    above duplicate_similarity) make way, and a full ranked box that then has too few
+    items is short (ranked again deeper by the caller)."""
     out = RankedBlock(*(a.copy() for a in ranked))
+    short = np.zeros(len(pins), dtype=bool)
     hard = request._replace(sections=None, kinds=None, languages=None,
                             settings=replace_ranking(request.settings, {"max_age_days": None}))
     table, index = state.table, state.index
@@ -225,21 +236,23 @@ def _place(state: ServingState, sources: Sources, request: Request, ranked: Rank
         if not wanted:
             continue
         pinned = np.array([p.position for p in wanted], dtype=np.int64)
-        pinned_vectors = index.vectors(pinned)
-        similarity = pinned_vectors @ sources.vectors[b]
         row = [(int(p), float(s), float(m), int(kd)) for p, s, m, kd in zip(*(a[b] for a in ranked)) if p >= 0]
-        keys = set(table.title_keys[pinned].tolist()) - {0}
+        full = len(row) == ranked.positions.shape[1]
+        at = np.array([r[0] for r in row], dtype=np.int64)
+        vectors = index.vectors(np.concatenate([pinned, at]))  # one read for the pins and the ranked
+        similarity = vectors[:len(pinned)] @ sources.vectors[b]
         if row:
-            at = np.array([r[0] for r in row], dtype=np.int64)
-            close = (index.vectors(at) @ pinned_vectors.T).max(axis=1) >= request.settings.duplicate_similarity
-            same = close | np.isin(at, pinned) | np.isin(table.title_keys[at], list(keys))
-            row = [r for r, drop in zip(row, same.tolist()) if not drop]
+            keys = table.title_keys[pinned]
+            close = (vectors[len(pinned):] @ vectors[:len(pinned)].T) >= request.settings.duplicate_similarity
+            same = close | (at[:, None] == pinned) | ((table.title_keys[at][:, None] == keys) & (keys != 0))
+            row = [r for r, drop in zip(row, same.any(axis=1).tolist()) if not drop]
+        short[b] = full and len(row) < size - min(sum(p.slot <= size for p in wanted), size)
         items = _merge(row, [(int(p.position), float(s), float(s), PINNED_KIND, p.slot)
                              for p, s in zip(wanted, similarity.tolist())], size)
         out.positions[b] = ranking.NO_PICK
         for j, (p, score, sim, kind) in enumerate(items[:out.positions.shape[1]]):
             out.positions[b, j], out.scores[b, j], out.similarities[b, j], out.kinds[b, j] = p, score, sim, kind
-    return out
+    return out, short
 
 
 def _merge(ranked: list[tuple], pins: list[tuple], size: int) -> list[tuple]:

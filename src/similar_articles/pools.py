@@ -247,7 +247,7 @@ def eligible(state: ServingState, request: Request, positions: np.ndarray, refer
             blocked = request.blocked_from.get(own)
             if blocked is not None:
                 where = mask[row] if mask.ndim == 2 else mask
-                where &= ~np.isin(positions[row] if positions.ndim == 2 else positions, blocked)
+                where &= ~((positions[row] if positions.ndim == 2 else positions)[:, None] == blocked).any(axis=1)
     return mask
 
 
