@@ -77,6 +77,11 @@ def test_newsroom_fields_are_read_from_rows_files_and_mapped_columns(tmp_path):
         Article.from_row({"id": "c", "title": "T", "embargo_until": "next week"})
     with pytest.raises(InvalidArticleError, match="'do_not_recommend'.*true or false"):
         Article.from_row({"id": "c", "title": "T", "do_not_recommend": "maybe"})
+    import numpy as np
+
+    assert Article.from_row({"id": "d", "title": "T", "do_not_recommend": np.bool_(True)}).do_not_recommend
+    with pytest.raises(InvalidArticleError, match="'do_not_recommend'.*several values"):
+        Article.from_row({"id": "c", "title": "T", "do_not_recommend": np.array([1, 0])})
     csv = tmp_path / "feed.csv"
     csv.write_text("id,title,hold,type_of_story,off_after\nx,A title,true,Live,2017-03-31\n", encoding="utf-8")
     from similar_articles.sources import FileSource

@@ -175,7 +175,11 @@ def _flag(value: Any, field_name: str, where: dict) -> bool:
     if value is None:
         return False
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()  # numpy and pandas scalars
+        try:
+            value = value.item()  # numpy and pandas scalars
+        except ValueError:  # an array of several values
+            raise InvalidArticleError(f"expected true or false, got {type(value).__name__} of several values",
+                                      field=field_name, **where) from None
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .articles import parse_datetime
-from .errors import ConfigError, InvalidArticleError
+from .errors import ConfigError, InvalidArticleError, StorageError
 from .journal import FileLock
 from .labels import LABELS_FILE, read_labels
 
@@ -325,6 +325,13 @@ class RulesFile:
         """Apply ``change`` to the rules in force, under the lock, and save the result
         as the next version. ``based_on``: the version the edit was made from; another
         version in force raises RulesConflictError (nothing is written)."""
+        try:
+            return self._edit(change, based_on)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.path} ({exc.strerror}): the rules in force are unchanged; make "
+                               "the index folder writable and free space, then retry") from None
+
+    def _edit(self, change: Callable[[Rules], Rules], based_on: int | None) -> Rules:
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(self.root / RULES_LOCK):
             current = self.read()
@@ -359,13 +366,12 @@ class Watcher(RulesFile):
 
     def read_if_changed(self) -> tuple[Rules, dict[str, str]] | None:
         """(rules, labels) if either file changed since the last read, else None. A file
-        that cannot be read raises, and is read again next time."""
+        that cannot be read raises (once: it is read again when it changes)."""
         stamps = tuple(_stamp(p) for p in (self.path, self.labels_path))
         if stamps == self._seen:
             return None
-        made = self.read(), self.read_labels()
-        self._seen = stamps
-        return made
+        self._seen = stamps  # a bad file is reported once, and read again when it changes
+        return self.read(), self.read_labels()
 
 
 def _stamp(path: Path) -> tuple | None:
