@@ -12,7 +12,7 @@ LAYERS = [
     {"errors", "paths", "parallel"},
     {"config", "articles", "labels"},
     {"features", "embedding", "index", "ranking"},
-    {"table", "buildlock", "journal", "rules"},
+    {"table", "buildlock", "journal", "rules", "rulesfile"},
     {"snapshot"},
     {"artifacts"},
     {"state"},
@@ -85,7 +85,7 @@ def test_modules_are_small_and_say_their_job():
 
 def test_serving_never_imports_the_corpus_loaders_or_evaluation():
     serving = {"table", "state", "pools", "results", "recommender", "ranking", "index", "features", "embedding",
-               "rules", "boxrules", "labels"}
+               "rules", "rulesfile", "boxrules", "labels"}
     for path in PACKAGE.rglob("*.py"):
         if _unit(path) in serving:
             assert not {t for t, _ in _imports(path)} & {"datasets", "evaluation", "batch"} - (

@@ -18,7 +18,8 @@ import pytest
 from similar_articles import Article, InvalidArticleError, Recommender
 from similar_articles.batch import run_build
 from similar_articles.cli import main
-from similar_articles.rules import RuleError, Rules, RulesConflictError, RulesFile
+from similar_articles.rules import RuleError, Rules, RulesConflictError
+from similar_articles.rulesfile import RulesFile
 from similar_articles.sources import read_rows
 
 NOW = datetime(2017, 4, 1, tzinfo=timezone.utc)
@@ -292,7 +293,7 @@ def test_a_bad_rule_is_refused_naming_it_and_the_rules_in_force_stay(rec, index)
 
 
 def test_edits_from_two_processes_at_once_are_all_kept(rec, index):
-    script = ("import sys; from similar_articles.rules import RulesFile\n"
+    script = ("import sys; from similar_articles.rulesfile import RulesFile\n"
               "f = RulesFile(sys.argv[1])\n"
               "for i in range(25): f.edit(lambda r, i=i: r.with_block({'article': f'{sys.argv[2]}-{i}'}))\n")
     writers = [subprocess.Popen([sys.executable, "-c", script, str(index), name]) for name in ("a", "b")]
@@ -391,6 +392,9 @@ def test_the_rules_command(rec, index, capsys):
     assert main(base + ["unblock", rec.ids()[4], "--from", source]) == 0
     rules = RulesFile(index).read()
     assert rules.version == 9 and not rules
+    history = RulesFile(index).history(2)
+    assert [h["version"] for h in history] == [9, 8]
+    assert history[0]["changes"] == [f"removed block of {rec.ids()[4]!r} from the box of {source!r}"]
     with pytest.raises(SystemExit):
         main(base + ["pin", pick])  # no target
     assert main(["rules", "--index", str(index / "missing"), "list"]) != 0

@@ -27,7 +27,8 @@ from .errors import ConfigError, InvalidArticleError, ModelMismatchError
 from .journal import Journal, Record, add_record, as_record, remove_record
 from .pools import Request, Sources, indexed_sources, unseen_sources
 from .results import Recommendation, recommendations
-from .rules import Rules, Watcher
+from .rules import Rules
+from .rulesfile import Watcher
 from .snapshot import CURRENT, resolve_snapshot_dir
 from .state import ServingState
 

@@ -1,31 +1,18 @@
-"""The newsroom's rules, kept in the index folder beside the snapshots (so they survive
-rebuilds and rollbacks): ``rules.json``, one validated, versioned document of pins,
-blocks and per-section policies (docs/editors.md); and the watcher that notices it (and
-``labels.json``, labels.py) changed.
-
-Every edit is an operation applied under ``rules.lock`` to the document found there,
-validated, numbered (version + 1) and written by atomic rename: two processes editing at
-once both get their change in; a bad rule is refused naming it and the file in force is
-untouched. Processes serving the index notice a new file with one ``stat`` at each
-refresh (:class:`Watcher`).
+"""The newsroom's rules as one validated, versioned document: pins, blocks and
+per-section policies (docs/editors.md), and the operations that make changed rules
+(each validated: a bad rule is refused naming it). Stored in the index folder by
+rulesfile.py; applied to calls by boxrules.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable
+from datetime import datetime
+from typing import Any
 
 from .articles import parse_datetime
-from .errors import ConfigError, InvalidArticleError, StorageError
-from .journal import FileLock
-from .labels import LABELS_FILE, read_labels
+from .errors import ConfigError, InvalidArticleError
 
-RULES_FILE = "rules.json"
-RULES_LOCK = "rules.lock"
 FORMAT = "similar-articles-rules"
 DEFAULT_POLICY = "*"  # the policy of boxes whose source's section has none of its own
 MAX_SLOT = 100
@@ -203,6 +190,18 @@ class Rules:
             del policies[section]
         return replace(self, policies=policies)
 
+    def changes_from(self, old: "Rules") -> list[str]:
+        """What these rules changed from ``old``, in words, for the history."""
+        out = [f"added {p.describe()} at slot {p.slot}" for p in self.pins if p not in old.pins]
+        out += [f"removed {p.describe()}" for p in old.pins if p not in self.pins]
+        out += [f"added {b.describe()}" for b in self.blocks if b not in old.blocks]
+        out += [f"removed {b.describe()}" for b in old.blocks if b not in self.blocks]
+        for section in sorted(set(self.policies) | set(old.policies)):
+            if self.policies.get(section) != old.policies.get(section):
+                values = self.policies.get(section)
+                out.append(f"policy of {section!r} " + (f"set to {values}" if values else "removed"))
+        return out
+
     def _checked(self, *, rule: str, **changes: Any) -> "Rules":
         made = replace(self, **changes)
         try:
@@ -293,90 +292,3 @@ def _policy(value: Any, rule: str) -> dict[str, Any]:
 
 def _names(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(n, str) and n.strip() for n in value)
-
-
-class RulesFile:
-    """``rules.json`` and ``labels.json`` of the index at ``root``."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.path = self.root / RULES_FILE
-        self.labels_path = self.root / LABELS_FILE
-
-    def read(self) -> Rules:
-        """The rules in force (none when there is no file)."""
-        try:
-            text = self.path.read_text("utf-8")
-        except FileNotFoundError:
-            return Rules()
-        try:
-            document = json.loads(text)
-        except ValueError as exc:
-            raise RuleError(f"{self.path} is not JSON ({exc}); restore it from a backup or delete it") from None
-        try:
-            return Rules.from_document(document)
-        except RuleError as exc:
-            raise RuleError(f"{self.path}: {exc}") from None
-
-    def read_labels(self) -> dict[str, str]:
-        return read_labels(self.labels_path)
-
-    def edit(self, change: Callable[[Rules], Rules], *, based_on: int | None = None) -> Rules:
-        """Apply ``change`` to the rules in force, under the lock, and save the result
-        as the next version. ``based_on``: the version the edit was made from; another
-        version in force raises RulesConflictError (nothing is written)."""
-        try:
-            return self._edit(change, based_on)
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.path} ({exc.strerror}): the rules in force are unchanged; make "
-                               "the index folder writable and free space, then retry") from None
-
-    def _edit(self, change: Callable[[Rules], Rules], based_on: int | None) -> Rules:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(self.root / RULES_LOCK):
-            current = self.read()
-            if based_on is not None and based_on != current.version:
-                raise RulesConflictError(f"the edit was based on rules version {based_on}, but version "
-                                         f"{current.version} is in force now; reload the rules and redo the edit")
-            made = change(current)
-            made.check()
-            made = replace(made, version=current.version + 1,
-                           updated_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
-            temporary = self.path.with_name(f".{RULES_FILE}.{os.getpid()}.tmp")
-            with open(temporary, "w", encoding="utf-8") as f:
-                json.dump(made.to_document(), f, ensure_ascii=False, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, self.path)
-            return made
-
-    def replace_document(self, document: Any, *, based_on: int | None = None) -> Rules:
-        """Put a whole document in force (validated first; its version is ignored)."""
-        made = Rules.from_document(document)
-        return self.edit(lambda current: replace(made, version=current.version), based_on=based_on)
-
-
-class Watcher(RulesFile):
-    """The rules and labels files of an index, read again when one ``stat`` each says
-    one changed."""
-
-    def __init__(self, root: str | os.PathLike):
-        super().__init__(root)
-        self._seen: tuple = ("unread",)
-
-    def read_if_changed(self) -> tuple[Rules, dict[str, str]] | None:
-        """(rules, labels) if either file changed since the last read, else None. A file
-        that cannot be read raises (once: it is read again when it changes)."""
-        stamps = tuple(_stamp(p) for p in (self.path, self.labels_path))
-        if stamps == self._seen:
-            return None
-        self._seen = stamps  # a bad file is reported once, and read again when it changes
-        return self.read(), self.read_labels()
-
-
-def _stamp(path: Path) -> tuple | None:
-    try:
-        s = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (s.st_ino, s.st_mtime_ns, s.st_size)

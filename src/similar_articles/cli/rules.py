@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError
-from ..rules import POLICY_KEYS, RulesFile
+from ..rules import POLICY_KEYS
+from ..rulesfile import RulesFile
 from ..snapshot import resolve_snapshot_dir
 from .common import EXIT_OK
 

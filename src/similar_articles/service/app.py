@@ -28,7 +28,7 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..recommender import Recommender
-from . import metrics, problems, rules_routes
+from . import editor, metrics, problems, rules_routes
 from .guard import TOKEN_ENV, authorise as _authorise, json_body as _json_body
 from .problems import Problem
 
@@ -158,7 +158,8 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    rules_routes.install(app, rec, settings.token, settings.max_body_bytes)
+    rules_routes.install(app, rec, settings.token, settings.max_body_bytes, settings.index)
+    editor.install(app, rec, settings.index)
     app.state.indexed_box = indexed_box
     return app
 

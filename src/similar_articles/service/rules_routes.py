@@ -10,15 +10,17 @@ The worker that takes a change serves it at once, the others within their refres
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-from fastapi import FastAPI, Path as PathParam, Request
+from fastapi import FastAPI, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ..recommender import Recommender
 from ..rules import NoSuchRuleError, RuleError, Rules, RulesConflictError
+from ..rulesfile import RulesFile
 from .guard import authorise, json_body
 from .problems import Problem
 
@@ -28,8 +30,10 @@ _AUTH = {401: {"description": "Missing or wrong token"}, 403: {"description": "W
          422: {"description": "A bad rule (named)"}}
 
 
-def install(app: FastAPI, rec: Callable[[], Recommender], token: str | None, max_body_bytes: int) -> None:
-    """Add the rules routes to ``app``; ``rec`` gives the loaded Recommender."""
+def install(app: FastAPI, rec: Callable[[], Recommender], token: str | None, max_body_bytes: int,
+            index: Path) -> None:
+    """Add the rules routes to ``app``; ``rec`` gives the loaded Recommender of ``index``."""
+    files = RulesFile(index)
 
     async def change(request: Request, edit: Callable[[Rules], Rules], based_on: int | None = None) -> Response:
         authorise(request, token)
@@ -54,7 +58,14 @@ def install(app: FastAPI, rec: Callable[[], Recommender], token: str | None, max
 
     @app.get(ROUTES, summary="The rules in force (pins, blocks, section policies) and their version")
     async def read_rules() -> Response:
-        return _rules_response(rec().state.rules)
+        # From the file, not this worker's state: an edit made from it must carry the
+        # version in force even if this worker has not applied the last change yet.
+        return _rules_response(await run_in_threadpool(files.read))
+
+    @app.get(ROUTES + "/history", summary="What the last rule changes did, newest first")
+    async def history(limit: int = Query(50, ge=1, le=1000)) -> Response:
+        return Response(orjson.dumps({"history": files.history(limit)}), media_type="application/json",
+                        headers={"Cache-Control": "no-cache"})
 
     @app.put(ROUTES, summary="Replace every rule (bearer token); the body's version must be the one in force",
              responses=_AUTH)
