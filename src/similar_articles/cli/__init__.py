@@ -223,6 +223,8 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
+        settings = info.pop("ranking_settings")
+        info["ranking settings"] = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the defaults"
         width = max(map(len, info))
         for key, value in info.items():
             print(f"{key:<{width}}  {value}")
