@@ -75,7 +75,7 @@ def write_jsonl(path: Path, rows) -> Path:
 
 def stages(report: dict) -> str:
     s = report["seconds"]
-    return ", ".join(f"{k} {s[k]:.1f}" for k in ("read", "encode", "index", "gate", "write", "publish") if k in s)
+    return ", ".join(f"{k} {s[k]:.1f}" for k in ("read", "encode", "index", "candidates", "gate", "write", "publish") if k in s)
 
 
 def write_parquet_with_vectors(path: Path, rows: list[dict], vectors: np.ndarray) -> None:
