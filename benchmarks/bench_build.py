@@ -11,7 +11,15 @@ times include Python start-up, imports and loading the model.
    NewsArticles rows recycled with their real bodies, synthetic vectors fitted to the
    real ones): peak resident memory of the build process, which must stay under 1 GB.
 
+With ``--engine ray`` it measures the Ray engine instead (docs/scale.md): full builds
+of the corpus with an empty cache on the local engine and on Ray with 1 and 2 encoding
+actors, in alternation (``--repeats`` rounds, other work on the machine shifts them all
+alike), each in a fresh process that starts its own local Ray. "local, 1 thread" runs
+with OMP_NUM_THREADS=1: the same one core an actor gets, so the pair gives Ray's
+overhead at 1 actor.
+
     .venv/bin/python benchmarks/bench_build.py [--rows 100000] [--workdir DIR] [--subset news100]
+    .venv/bin/python benchmarks/bench_build.py --engine ray [--repeats 2] [--subset news100]
 """
 
 from __future__ import annotations
@@ -38,12 +46,13 @@ from similar_articles.embedding import EmbeddingCache, SentenceTransformerEncode
 CLI = [sys.executable, "-c", "import sys; from similar_articles.cli import main; sys.exit(main())"]
 
 
-def run_build(args: list[str]) -> dict:
+def run_build(args: list[str], env: dict | None = None) -> dict:
     """Run one build in a fresh process; its wall time, peak RSS and last-build.json."""
     index = Path(args[args.index("--index") + 1])
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen([*CLI, "build", *args, "--progress", "log"], stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen([*CLI, "build", *args, "--progress", "log"], stdout=out, stderr=err, text=True,
+                                env={**os.environ, **(env or {})})
         # wait4 gives this child's own resource usage (ru_maxrss in KiB on Linux).
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
@@ -66,7 +75,7 @@ def write_jsonl(path: Path, rows) -> Path:
 
 def stages(report: dict) -> str:
     s = report["seconds"]
-    return ", ".join(f"{k} {s[k]:.1f}" for k in ("read", "encode", "index", "gate", "write", "publish") if k in s)
+    return ", ".join(f"{k} {s[k]:.1f}" for k in ("read", "encode", "index", "candidates", "gate", "write", "publish") if k in s)
 
 
 def write_parquet_with_vectors(path: Path, rows: list[dict], vectors: np.ndarray) -> None:
@@ -86,18 +95,63 @@ def write_parquet_with_vectors(path: Path, rows: list[dict], vectors: np.ndarray
             writer.write_table(pa.table(columns, schema=schema))
 
 
+ENGINES = {  # label: (build arguments, environment)
+    "local, 1 thread": ([], {"OMP_NUM_THREADS": "1"}),
+    "ray, 1 actor": (["--engine", "ray", "--ray-actors", "1"], {}),
+    "local, 2 threads": ([], {}),
+    "ray, 2 actors": (["--engine", "ray", "--ray-actors", "2"], {}),
+}
+
+
+def compare_engines(work: Path, rows: list[dict], repeats: int) -> None:
+    """Full builds, empty cache, on each engine in turn, ``repeats`` rounds."""
+    source = write_jsonl(work / "corpus.jsonl", rows)
+    runs: dict[str, list[dict]] = {label: [] for label in ENGINES}
+    for round_ in range(repeats):
+        for n, (label, (extra, env)) in enumerate(ENGINES.items()):
+            index = work / f"engine-{round_}-{n}"
+            result = run_build([str(source), "--index", str(index), *extra], env)
+            result["load"] = os.getloadavg()[0]
+            runs[label].append(result)
+            r = result["report"]
+            print(f"round {round_ + 1}, {label}: {result['wall']:.1f} s wall, encode {r['seconds']['encode']:.1f} s, "
+                  f"candidates {r['seconds'].get('candidates', 0):.1f} s, load average {result['load']:.2f}",
+                  flush=True)
+    table = []
+    for label, results in runs.items():
+        walls = [r["wall"] for r in results]
+        encode = [r["report"]["seconds"]["encode"] for r in results]
+        encoded = results[0]["report"]["encoded"]
+        table.append([label, encoded, min(walls), float(np.median(walls)), min(encode),
+                      encoded / min(encode), stages(min(results, key=lambda r: r["wall"])["report"]),
+                      " / ".join(f"{r['load']:.2f}" for r in results)])
+    print_table(["engine", "encoded", "best wall s", "median wall s", "best encode s", "articles/s (encode)",
+                 "stages of the best (s)", "load average after each"], table)
+    best = {label: min(r["wall"] for r in results) for label, results in runs.items()}
+    for pair in (("local, 1 thread", "ray, 1 actor"), ("local, 2 threads", "ray, 2 actors")):
+        overhead = best[pair[1]] / best[pair[0]] - 1
+        print(f"{pair[1]} against {pair[0]}: {overhead:+.1%} wall (best of {repeats})")
+    print(f"work dir: {work}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the memory build")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build (default: a temp dir)")
     parser.add_argument("--subset", choices=("full", "news100"), default="full",
                         help="news100: a quick smoke run (the 10%% limit needs the full corpus)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: compare the Ray engine (1 and 2 actors) with the local one instead")
+    parser.add_argument("--repeats", type=int, default=2, help="--engine ray: rounds of the four builds")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-build-"))
     work.mkdir(parents=True, exist_ok=True)
     print_machine("bench_build: nightly rebuild")
 
     rows = load_news_articles(args.subset).rows
+    if args.engine == "ray":
+        compare_engines(work, rows, args.repeats)
+        return
     rng = random.Random(0)
     one_percent = round(len(rows) * 0.01)
     held_out = set(rng.sample(range(len(rows)), one_percent))

@@ -11,7 +11,7 @@ import sys
 import time
 
 import similar_articles.batch.build as build
-import similar_articles.batch.encode as encode
+import similar_articles.batch.engine as engine
 from similar_articles.cli import main
 from similar_articles.index import FaissIndex
 
@@ -28,7 +28,7 @@ def main_with_pause(stage: str, argv: list[str]) -> int:
     elif stage.startswith("encode"):
         nth = 2 if stage == "encode#2" else 1
         calls = [0]
-        original_embed = encode.embed_articles
+        original_embed = engine.embed_articles
 
         def embed(*args, **kwargs):
             calls[0] += 1
@@ -36,7 +36,7 @@ def main_with_pause(stage: str, argv: list[str]) -> int:
                 pause(stage)
             return original_embed(*args, **kwargs)
 
-        encode.embed_articles = embed
+        engine.embed_articles = embed
     elif stage == "write":
         original_save = FaissIndex.save
         FaissIndex.save = lambda self, path: (original_save(self, path), pause(stage))[0]

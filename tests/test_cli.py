@@ -105,6 +105,11 @@ def test_set_saves_ranking_settings_with_the_index_and_overrides_them_for_one_ru
     assert main(["recommend", "inf-talks-fail", "--index", str(index), "--json", "--set", "min_similarity=0.2"]) == 0
     assert not any(item["fallback"] for item in json.loads(capsys.readouterr().out))
     assert Recommender.load(index).config.ranking.min_similarity == 0.99
+    # `info` says which settings the index was built with, so an operator can see them.
+    assert main(["info", "--index", str(index)]) == 0
+    assert "ranking settings  min_similarity=0.99, floor_quantile=None" in capsys.readouterr().out
+    assert main(["info", "--index", str(folder / "index"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ranking_settings"] == {}
 
 
 @pytest.mark.parametrize("setting, words", [

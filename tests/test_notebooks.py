@@ -28,8 +28,8 @@ def _runner():
 RUNNER = _runner()
 
 
-def test_there_are_three_notebooks():
-    assert [p.name[:3] for p in RUNNER.notebooks()] == ["01_", "02_", "03_"]
+def test_there_are_four_notebooks():
+    assert [p.name[:3] for p in RUNNER.notebooks()] == ["01_", "02_", "03_", "04_"]
 
 
 @pytest.mark.parametrize("path", RUNNER.notebooks(), ids=lambda p: p.name)

@@ -135,3 +135,14 @@ def test_event_halves_are_disjoint_stable_and_cover_every_event():
     assert set(tuning) | set(held_out) == set(groups) and not set(tuning) & set(held_out)
     assert 60 < len(tuning) < 140
     assert event_halves(groups) == (tuning, held_out)
+
+
+def test_the_site_report_measures_and_names_the_floor_of_the_settings_it_ranks_with(calibrated):
+    """An editor comparing floors in notebook 04 reads each row's own floor and boxes."""
+    from similar_articles.evaluation.site import index_report
+
+    loose = index_report(calibrated, 2, sample=0, floor_quantile=0.5)["summary"]
+    strict = index_report(calibrated, 2, sample=0, floor_quantile=0.99)["summary"]
+    assert loose["relatedness_floor"] == pytest.approx(calibrated.state.relatedness_floor(0.4, 0.5))
+    assert strict["relatedness_floor"] == pytest.approx(calibrated.state.relatedness_floor(0.4, 0.99))
+    assert strict["fallback_share"] > loose["fallback_share"]

@@ -488,8 +488,11 @@ def test_a_call_does_not_wait_for_an_add(tmp_path, news100, news100_vectors, enc
     print(f"add of 50 articles: {1000 * min(add_times):.1f}-{1000 * max(add_times):.1f} ms; "
           f"{len(call_times)} calls meanwhile, max {1000 * max(call_times):.1f} ms, "
           f"median {1000 * sorted(call_times)[len(call_times) // 2]:.1f} ms")
+    # A call that waited for an add would take about an add (50-450 ms here, 768 ms when
+    # calls took a lock); a busy machine can still stall a thread now and then, so the
+    # bound is on the 90th percentile, which waiting calls would all exceed.
     assert len(call_times) >= 10
-    assert max(call_times) < 0.05
+    assert sorted(call_times)[int(0.9 * len(call_times))] < min(0.05, min(add_times) / 2)
     assert max(call_times) < sum(add_times)
 
 

@@ -242,6 +242,12 @@ class RankingConfig:
                "mmr_lambda", self.mmr_lambda, "a number in [0, 1]")
         _check(isinstance(self.fallback, bool), "fallback", self.fallback, "True or False")
 
+    def changed_from_defaults(self) -> dict[str, Any]:
+        """The settings that differ from the library's defaults (what `build --set` saved)."""
+        default = RankingConfig()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -99,6 +99,16 @@ def _start_worker(initializer: Callable[..., None] | None, initargs: tuple) -> N
 _active: contextvars.ContextVar[_Workers | None] = contextvars.ContextVar("similar_articles_workers", default=None)
 
 
+def thread_budget() -> int:
+    """Threads native code (FAISS, onnxruntime) may run here: ``OMP_NUM_THREADS`` when
+    it is set to a positive number (Ray sets it to a task's or actor's CPUs, so an
+    encoding actor with one CPU runs one thread), else every core."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return os.cpu_count() or 1
+
+
 def worker_count() -> int:
     """Cores this process may run on."""
     try:

@@ -376,7 +376,8 @@ class Recommender:
         return {"path": str(self.path) if self.path else None, "version": m.get("version"),
                 "created_at": m.get("created_at"), "model_id": m.get("model_id"), "dimensions": m.get("dimensions"),
                 "index_kind": m.get("index_kind"), "articles": m.get("count"), "live_articles": len(self),
-                "sections": len(state.table.section_names), "library_version": m.get("library_version")}
+                "sections": len(state.table.section_names), "library_version": m.get("library_version"),
+                "ranking_settings": self.config.ranking.changed_from_defaults()}
 
 
 def _utc(when: datetime | None) -> datetime:

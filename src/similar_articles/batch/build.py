@@ -41,8 +41,9 @@ from ..journal import Folded, Journal, fold
 from ..snapshot import MANIFEST, clean_staging, discard_staged, list_snapshots, publish_snapshot, resolve_snapshot_dir
 from ..sources import UNREADABLE_KINDS, RowsSource, Source, SourceError, as_sources
 from ..state import ServingState
-from .candidates import fused_lists, random_pairs
+from .candidates import CandidateInputs, random_pairs
 from .encode import Gathered, read_and_encode
+from .engine import Engine, make_engine
 from .features import FeatureCache, LexicalPass
 from .gate import GATE_BOXES_FILE, GATE_FILE, GateLimits, GateReport, GateSample, evaluate_gate, open_previous
 from .report import BuildReport, ErrorSink, Stages, log, save_report
@@ -62,7 +63,9 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
               mapping: dict[str, str] | Sequence[str] | None = None, vector_column: str | None = None,
               encoder: Encoder | None = None, cache: bool | str | os.PathLike = True,
               chunk_rows: int = CHUNK_ROWS, vectors: np.ndarray | None = None,
-              gated: bool = True, prune_cache_after: int | None = PRUNE_AFTER_BUILDS) -> BuildReport:
+              gated: bool = True, prune_cache_after: int | None = PRUNE_AFTER_BUILDS,
+              engine: "str | Engine" = "local", ray_address: str | None = None,
+              ray_actors: int | None = None) -> BuildReport:
     """Rebuild the index under ``index_root`` from ``sources`` and publish it if it passes
     the quality gate. Returns the report; ``report.exit_code`` is what the CLI exits with.
 
@@ -85,6 +88,10 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
     prune_cache_after: delete cache entries that none of this many builds (this one
         included) used: texts gone from the archive, old edits, other models. A text that
         comes back after that is encoded again. None or 0 keeps every entry.
+    engine: where reading, encoding and the candidate lists run: "local" (this process)
+        or "ray" (a Ray cluster: ``ray_address``, None for the one this process is
+        connected to or a new local one; ``ray_actors`` encoding actors, default every
+        CPU; docs/scale.md). Both build the same snapshot.
     Raises SourceError (unreadable source, no valid article), BuildLockedError (another
     build runs) or ConfigError (bad settings); nothing is published then.
     """
@@ -98,6 +105,7 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows={chunk_rows!r} is invalid: expected a positive integer")
     root = Path(index_root)
+    runner = make_engine(engine, ray_address=ray_address, ray_actors=ray_actors)
     source_list = as_sources(sources, fmt=fmt, mapping=mapping)
     if not source_list:
         raise ConfigError("no sources given: name files, a glob, a folder or a SQL source")
@@ -106,16 +114,18 @@ def run_build(sources: Any, index_root: str | os.PathLike, *, config: Config | N
         return _locked_build(report, source_list, root, config, encoder, cache, gate, force=force,
                              dry_run=dry_run, keep=keep, progress=progress, errors_path=errors_path,
                              vector_column=vector_column, chunk_rows=chunk_rows, vectors=vectors, gated=gated,
-                             prune_cache_after=prune_cache_after)
+                             prune_cache_after=prune_cache_after, engine=runner)
     except (OSError, sqlite3.Error) as exc:
         raise storage_error(exc, root, "building the index") from exc
+    finally:
+        runner.close()
 
 
 def _locked_build(report: BuildReport, source_list: list[Source], root: Path, config: Config,
                   encoder: Encoder | None, cache: bool | str | os.PathLike, gate: GateLimits, *, force: bool,
                   dry_run: bool, keep: int, progress: bool | str, errors_path: str | os.PathLike | None,
                   vector_column: str | None, chunk_rows: int, vectors: np.ndarray | None,
-                  gated: bool, prune_cache_after: int | None) -> BuildReport:
+                  gated: bool, prune_cache_after: int | None, engine: Engine) -> BuildReport:
     """run_build under build.lock: the stages, then last-build.json whatever happened."""
     started = time.perf_counter()
     with BuildLock(root) as lock:
@@ -134,7 +144,8 @@ def _locked_build(report: BuildReport, source_list: list[Source], root: Path, co
             with parallel.workers():  # each chunk's term counts and copy sketches on every core
                 _build(report, source_list, root, config, encoder, cache, stages, errors, gate=gate,
                        force=force, dry_run=dry_run, keep=keep, vector_column=vector_column,
-                       chunk_rows=chunk_rows, vectors=vectors, gated=gated, prune_cache_after=prune_cache_after)
+                       chunk_rows=chunk_rows, vectors=vectors, gated=gated, prune_cache_after=prune_cache_after,
+                       engine=engine)
         except BaseException as exc:
             report.status = "failed"
             report.error = str(storage_error(exc, root, "building the index")) or type(exc).__name__
@@ -164,7 +175,8 @@ def build_articles(articles: Sequence[Article], index_root: str | os.PathLike, *
 def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: Config,
            encoder: Encoder | None, cache: bool | str | os.PathLike, stages: Stages, errors: ErrorSink,
            *, gate: GateLimits, force: bool, dry_run: bool, keep: int, vector_column: str | None,
-           chunk_rows: int, vectors: np.ndarray | None, gated: bool, prune_cache_after: int | None) -> None:
+           chunk_rows: int, vectors: np.ndarray | None, gated: bool, prune_cache_after: int | None,
+           engine: Engine) -> None:
     for source in sources:
         source.check()  # a typo in the last path fails now, not after hours of encoding
     encoder = encoder or SentenceTransformerEncoder(config.encoder)
@@ -182,7 +194,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
             terms = LexicalPass(features)
             gathered, report.rows_read, report.encoded = read_and_encode(
                 sources, encoder, None if cache is False else store, features, terms, stages, errors,
-                vector_column=vector_column, chunk_rows=chunk_rows, vectors=vectors, folded=folded)
+                vector_column=vector_column, chunk_rows=chunk_rows, vectors=vectors, folded=folded, engine=engine)
             report.cache_repaired = store.damaged_rows
             if prune_cache_after:
                 report.cache_pruned = store.prune(prune_cache_after)
@@ -195,7 +207,7 @@ def _build(report: BuildReport, sources: Sequence[Source], root: Path, config: C
                 lexical_model, prints = terms.fingerprints()
                 index = _index(gathered, config, bar)
             with stages.stage("candidates", "articles", total=len(index)) as bar:
-                artifacts = _artifacts(gathered, index, lexical_model, prints, config, bar)
+                artifacts = _artifacts(gathered, index, lexical_model, prints, config, bar, engine)
                 pairs = random_pairs(index, prints)
                 del gathered, prints, terms
         finally:
@@ -272,7 +284,7 @@ def _index(gathered: Gathered, config: Config, bar) -> FaissIndex:
 
 
 def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalModel, prints: Fingerprints,
-               config: Config, bar) -> Artifacts:
+               config: Config, bar, engine: Engine) -> Artifacts:
     """Everything the snapshot stores besides the index: the columns, the text features,
     each article's neighbour list (exact up to IndexConfig.exact_lists_max articles)
     and, for each listed pair, what a call would otherwise compute: the term overlap
@@ -285,8 +297,8 @@ def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalMode
     width = config.index.candidate_lists
     if width:
         exact = not index.kind.startswith("flat") and len(index) <= config.index.exact_lists_max
-        lists, overlap, beyond = fused_lists(index, prints, width, config.ranking.lexical_weight,
-                                             config.ranking.min_similarity, exact=exact, bar=bar)
+        lists, overlap, beyond = engine.candidate_lists(CandidateInputs(
+            index, prints, width, config.ranking.lexical_weight, config.ranking.min_similarity, exact=exact), bar)
         if config.ranking.copy_containment is not None:
             copy_bits = copies.list_copy_bits(*sketches, lists, config.ranking.copy_containment)
     postings = retrieval.build_postings(prints)

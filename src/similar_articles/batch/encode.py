@@ -10,11 +10,13 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..articles import Article
-from ..embedding import EmbeddingCache, Encoder, embed_articles, normalise_rows
+from ..embedding import EmbeddingCache, Encoder, normalise_rows
 from ..journal import Folded
 from ..sources import ArticleReader, RowError, Source
 from ..table import NEWSROOM, columns_of, newsroom_of
+from .engine import Engine, LocalEngine
 from .features import FeatureCache, LexicalPass, sketches_of
+from .gate import NullBar
 from .report import ErrorSink, Stages
 
 
@@ -25,11 +27,11 @@ class Gathered:
         self.columns: dict[str, list] = {}
         self.published: list[np.ndarray] = []
         self.title_keys: list[np.ndarray] = []
-        self.vectors: list[np.ndarray] = []
+        self.vectors: list = []  # arrays, or what Engine.embed returned until the engine finishes
         self.sketches: list[tuple[np.ndarray, np.ndarray]] = []
         self.newsroom: dict[str, list[np.ndarray]] = {name: [] for name in NEWSROOM}
 
-    def add(self, articles: Sequence[Article], vectors: np.ndarray, sketches: tuple[np.ndarray, np.ndarray]) -> None:
+    def add(self, articles: Sequence[Article], vectors: object, sketches: tuple[np.ndarray, np.ndarray]) -> None:
         columns, published, title_keys = columns_of(articles)
         for name, values in columns.items():
             self.columns.setdefault(name, []).extend(values)
@@ -99,13 +101,15 @@ def _decide_dimension(pending: list, vectors: list, rows: list, dim: list, error
 def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: EmbeddingCache | None,
                     features: FeatureCache, terms: LexicalPass, stages: Stages, errors: ErrorSink, *,
                     vector_column: str | None, chunk_rows: int, vectors: np.ndarray | None = None,
-                    folded: Folded | None = None) -> tuple[Gathered, int, int]:
+                    folded: Folded | None = None, engine: Engine | None = None) -> tuple[Gathered, int, int]:
     """Stream every source, chunk by chunk: validate, then vectors from the cache (or
     the rows' ``vector_column``, or ``vectors``: one checked row per article, in order)
     and the model for what is missing, term counts and copy sketches. ``folded`` live
     updates win over the sources: their removed ids are skipped, and their added
     articles the sources lack come last, with their journaled vectors. Returns what
-    was gathered, rows read and articles encoded."""
+    was gathered, rows read and articles encoded. ``engine`` reads the sources and
+    encodes (default: this process, chunk by chunk; see engine.py)."""
+    engine = engine or LocalEngine()
     reader, table = ArticleReader(), Gathered()
     given = iter(vectors) if vectors is not None else None
     encoded = 0
@@ -130,7 +134,7 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
         if vector_column is not None or given is not None:
             vectors, fresh = normalise_rows(np.vstack(pending_vectors)), 0
         else:
-            vectors, fresh = embed_articles(pending, encoder, cache=cache)
+            vectors, fresh = engine.embed(pending, encoder, cache)
         encoded += fresh
         terms.add(pending)
         table.add(pending, vectors, sketches_of(features, pending))
@@ -144,7 +148,7 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
     try:
         for source in sources:
             last: list = [None, 0]
-            rows = source.rows()
+            rows = engine.rows(source)
             if vector_column is not None:
                 rows = _vector_rows(rows, vector_column, last)
             for item in reader.articles(source.name, rows):
@@ -178,6 +182,15 @@ def read_and_encode(sources: Sequence[Source], encoder: Encoder, cache: Embeddin
     finally:
         read_bar.close()
         encode_bar.close()
+    t0 = time.perf_counter()
+    deferred = any(not isinstance(chunk, np.ndarray) for chunk in table.vectors)
+    finish_bar = stages.bar(f"encode on {engine.name}", "articles", total=encoded) if deferred else NullBar()
+    try:
+        engine.finish(encoder, cache, finish_bar)  # what the engine deferred (Ray: the actor pool)
+        table.vectors = [engine.vectors(chunk, cache) for chunk in table.vectors]
+    finally:
+        finish_bar.close()
+    encode_seconds += time.perf_counter() - t0
     stages.add("read", time.perf_counter() - started - encode_seconds)
     stages.add("encode", encode_seconds)
     return table, reader.rows_read, encoded

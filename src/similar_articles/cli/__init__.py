@@ -128,6 +128,15 @@ def _add_build(sub) -> None:
                        help="a quality-gate limit, e.g. --gate max_churn=0.8 or --gate min_coverage=0.9 "
                             "('none' turns a check off; see docs/batch.md)")
     add_set(build, "saved with the index: every process that loads it ranks with it")
+    scale = build.add_argument_group("scale-out (docs/scale.md)")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this machine (default); ray: read, encode and find neighbours on a Ray "
+                            "cluster (pip install 'similar-articles[ray]'); both build the same snapshot")
+    scale.add_argument("--ray-address", metavar="ADDRESS",
+                       help="the Ray cluster to use, e.g. auto or ray://head:10001 (default: $RAY_ADDRESS, "
+                            "else a new local Ray)")
+    scale.add_argument("--ray-actors", type=int, metavar="N",
+                       help="encoding actors, one CPU each (default: every CPU of the cluster)")
     build.add_argument("--force", action="store_true", help="publish even if the quality gate fails")
     build.add_argument("--dry-run", action="store_true", help="do everything but publish")
     build.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
@@ -167,7 +176,8 @@ def _build(args: argparse.Namespace) -> int:
                        keep=args.keep, gate=GateLimits.from_overrides(args.gate), progress=progress,
                        errors_path=args.errors, fmt=args.format, mapping=mapping,
                        vector_column=args.vector_column, cache=args.cache or True,
-                       chunk_rows=args.chunk_rows, prune_cache_after=args.prune_cache_after)
+                       chunk_rows=args.chunk_rows, prune_cache_after=args.prune_cache_after,
+                       engine=args.engine, ray_address=args.ray_address, ray_actors=args.ray_actors)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())
     return report.exit_code
 
@@ -225,6 +235,8 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
+        settings = info.pop("ranking_settings")
+        info["ranking settings"] = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the defaults"
         width = max(map(len, info))
         for key, value in info.items():
             print(f"{key:<{width}}  {value}")

@@ -8,7 +8,7 @@ import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -143,6 +143,29 @@ def _vector(blob: bytes) -> np.ndarray | None:
     return vector if np.isfinite(vector).all() and vector.any() else None
 
 
+class EmbeddingPlan(NamedTuple):
+    """What a chunk of articles needs: their hashes, the vectors the cache holds, and
+    the articles to encode (one per distinct missing text: copies are encoded once)."""
+
+    hashes: list[str]
+    cached: dict[str, np.ndarray]
+    to_encode: list[int]  # positions in the chunk
+
+
+def plan_embedding(articles: Sequence[Article], encoder: Encoder, cache: EmbeddingCache | None) -> EmbeddingPlan:
+    """Look the chunk up in the cache: what is there and what must be encoded."""
+    hashes = [a.content_hash for a in articles]
+    cached = cache.get_many(encoder.model_id, hashes) if cache is not None else {}
+    if len({len(v) for v in cached.values()}) > 1 or (cached and len(cached) < len(hashes)):
+        # A row of another length than the model's is damaged too: encode it again.
+        cached = {h: v for h, v in cached.items() if len(v) == encoder.dim}
+    first_of_hash: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        if h not in cached:
+            first_of_hash.setdefault(h, i)
+    return EmbeddingPlan(hashes, cached, list(first_of_hash.values()))
+
+
 def embed_articles(articles: Sequence[Article], encoder: Encoder, *,
                    cache: EmbeddingCache | None = None, progress: bool = False
                    ) -> tuple[np.ndarray, int]:
@@ -150,17 +173,7 @@ def embed_articles(articles: Sequence[Article], encoder: Encoder, *,
 
     Returns the matrix and how many articles were encoded (the rest came from cache).
     """
-    hashes = [a.content_hash for a in articles]
-    cached = cache.get_many(encoder.model_id, hashes) if cache is not None else {}
-    if len({len(v) for v in cached.values()}) > 1 or (cached and len(cached) < len(hashes)):
-        # A row of another length than the model's is damaged too: encode it again.
-        cached = {h: v for h, v in cached.items() if len(v) == encoder.dim}
-    missing = [i for i, h in enumerate(hashes) if h not in cached]
-    # Copies of one text (syndication) are encoded once.
-    first_of_hash = {}
-    for i in missing:
-        first_of_hash.setdefault(hashes[i], i)
-    to_encode = list(first_of_hash.values())
+    hashes, cached, to_encode = plan_embedding(articles, encoder, cache)
     fresh = encoder.encode_articles([articles[i] for i in to_encode], progress=progress) \
         if to_encode else None
     if fresh is not None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..config import DEFAULT_MODEL, EncoderConfig
 from ..errors import ConfigError
+from ..parallel import thread_budget
 from ..paths import data_dir
 from .vectors import PACKAGED_MODELS, normalise, resolve_model_path
 
@@ -106,7 +107,7 @@ class OnnxRunner:
         path = export_onnx(config)
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.model))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = thread_budget()  # one thread in a one-CPU Ray actor
         # Idle pool threads sleep instead of spinning: a spinning thread steals the
         # core a busy server needs. One unseen article with a notebook on the other
         # core: 160 ms spinning, 76 ms sleeping (2 cores; 85 ms on one thread).

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..config import replace_ranking
 from ..recommender import Recommender
 from ..results import Recommendation
 from .methods import as_boxes, recommend_all
@@ -29,6 +30,7 @@ def index_report(rec: Recommender, k: int = 2, *, now: datetime | None = None, s
     every live article of ``rec`` at ``now`` (default: the clock). ``overrides``:
     RankingConfig fields for every box, as ``recommend`` takes them."""
     ids = rec.ids()
+    ranking = replace_ranking(rec.config.ranking, overrides)
     results = recommend_all(rec, ids, k, now=now, **overrides)
     boxes = as_boxes(results)
     related = [item.similarity for items in results.values() for item in items if not item.fallback]
@@ -43,8 +45,7 @@ def index_report(rec: Recommender, k: int = 2, *, now: datetime | None = None, s
         "similarity_shown_mean": float(np.mean(related)) if related else float("nan"),
         "similarity_shown_p10": float(np.quantile(related, 0.1)) if related else float("nan"),
         "similarity_shown_p50": float(np.quantile(related, 0.5)) if related else float("nan"),
-        "relatedness_floor": rec.state.relatedness_floor(rec.config.ranking.lexical_weight,
-                                                         rec.config.ranking.floor_quantile),
+        "relatedness_floor": rec.state.relatedness_floor(ranking.lexical_weight, ranking.floor_quantile),
     }
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(len(ids), size=min(sample, len(ids)), replace=False).tolist()) if ids else []

@@ -86,40 +86,72 @@ def search(postings: Postings, prints: Fingerprints, k: int, *, exclude: np.ndar
     return out
 
 
-def neighbours(prints: Fingerprints, width: int, *, block: int = 1024, bar=None) -> np.ndarray:
-    """int32 (n, width): each article's ``width`` lexical nearest others (largest
-    fingerprint cosine over the postings' terms), best first, -1 pads. One sparse
-    matrix product per ``block`` articles (scipy, one core)."""
+class LexicalQueries(NamedTuple):
+    """What :func:`neighbours_block` multiplies: each article's QUERY_TERMS strongest
+    terms (rows: articles) and the postings' articles by term (rows: terms)."""
+
+    queries: "object"  # scipy csr (n, N_FEATURES)
+    transposed: "object"  # scipy csr (N_FEATURES, n)
+
+
+def lexical_queries(prints: Fingerprints) -> LexicalQueries:
+    """The two sparse matrices of the lexical neighbours of ``prints`` (built once a
+    build, or once a Ray worker: every block multiplies the same ones)."""
     from scipy import sparse
 
     n = len(prints)
-    lists = np.full((n, width), -1, dtype=np.int32)
-    if width == 0 or n < 2:
-        return lists
     postings = build_postings(prints)
     counts = np.diff(postings.offsets)
     term_of = np.repeat(np.arange(N_FEATURES, dtype=np.int64), counts)
     # articles x terms, restricted to the postings' terms
     matrix = sparse.csr_matrix((postings.weights.astype(np.float32), (postings.docs, term_of)),
                                shape=(n, N_FEATURES))
-    transposed = matrix.T.tocsr()
     strongest = Fingerprints(prints.ids[:, :QUERY_TERMS], prints.weights[:, :QUERY_TERMS])
-    keep = (strongest.ids != PAD) & (np.diff(postings.offsets)[np.maximum(strongest.ids, 0)] > 0)
+    keep = (strongest.ids != PAD) & (counts[np.maximum(strongest.ids, 0)] > 0)
     rows = np.repeat(np.arange(n), strongest.ids.shape[1]).reshape(n, -1)[keep]
     queries = sparse.csr_matrix((strongest.weights[keep].astype(np.float32), (rows, strongest.ids[keep])),
                                 shape=(n, N_FEATURES))
+    return LexicalQueries(queries, matrix.T.tocsr())
+
+
+def neighbours(prints: Fingerprints, width: int, *, block: int = 1024, bar=None) -> np.ndarray:
+    """int32 (n, width): each article's ``width`` lexical nearest others (largest
+    fingerprint cosine over the postings' terms), best first, -1 pads. One sparse
+    matrix product per ``block`` articles (scipy, one core)."""
+    n = len(prints)
+    lists = np.full((n, width), -1, dtype=np.int32)
+    if width == 0 or n < 2:
+        return lists
+    matrices = lexical_queries(prints)
     for start in range(0, n, block):
-        part = (queries[start:start + block] @ transposed).tocsr()
+        stop = min(start + block, n)
+        lists[start:stop] = neighbours_block(matrices, start, stop, width, block=block)
+        if bar is not None:
+            bar.update(stop - start)
+    return lists
+
+
+def neighbours_block(matrices: LexicalQueries, start: int, stop: int, width: int, *,
+                     block: int = 1024) -> np.ndarray:
+    """int32 (stop - start, width): the :func:`neighbours` of the articles at positions
+    ``start:stop`` alone (each row depends on nothing but its article: any split of the
+    articles into blocks gives the same lists). ``block`` rows per sparse product."""
+    lists = np.full((stop - start, width), -1, dtype=np.int32)
+    if width == 0 or matrices.queries.shape[0] < 2:
+        return lists
+    for first in range(start, stop, block):
+        part = (matrices.queries[first:min(first + block, stop)] @ matrices.transposed).tocsr()
         for row in range(part.shape[0]):
             lo, hi = part.indptr[row], part.indptr[row + 1]
             cols, values = part.indices[lo:hi], part.data[lo:hi]
-            mine = cols != start + row
+            mine = cols != first + row
             cols, values = cols[mine], values[mine]
-            if len(cols) > width:
-                top = np.argpartition(-values, width - 1)[:width]
+            if len(cols) > width:  # the width best; ties at the cut: lower positions first
+                cut = -np.partition(-values, width - 1)[width - 1]
+                tied = np.flatnonzero(values == cut)
+                tied = tied[np.argsort(cols[tied], kind="stable")[:width - int((values > cut).sum())]]
+                top = np.concatenate([np.flatnonzero(values > cut), tied])
                 cols, values = cols[top], values[top]
             order = np.lexsort((cols, -values))
-            lists[start + row, :len(cols)] = cols[order]
-        if bar is not None:
-            bar.update(part.shape[0])
+            lists[first - start + row, :len(cols)] = cols[order]
     return lists

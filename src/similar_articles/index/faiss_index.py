@@ -19,10 +19,11 @@ import faiss
 import numpy as np
 
 from ..config import IndexConfig
+from ..parallel import thread_budget
 from ..errors import ConfigError, IndexCorruptedError
 from .base import gathered_rows
 
-_CORES = os.cpu_count() or 1
+_CORES = thread_budget()  # OMP_NUM_THREADS if set (a Ray task's CPUs), else every core
 
 
 def _one_core_after_fork() -> None:
@@ -89,6 +90,10 @@ class FaissIndex:
         self._rows_n = -1
         self._quantiser: faiss.ScalarQuantizer | None = None  # widens codes; None for float32 rows
 
+    @property
+    def config(self) -> IndexConfig:
+        return self._config
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, kind: str, dim: int, config: IndexConfig) -> "FaissIndex":
@@ -132,6 +137,11 @@ class FaissIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise IndexCorruptedError(f"{path}: FAISS could not read the index ({exc}); rebuild it") from None
+        return cls._read(index, kind, config)
+
+    @classmethod
+    def _read(cls, index: faiss.Index, kind: str, config: IndexConfig) -> "FaissIndex":
+        """An index FAISS read back, with the search settings the file does not keep."""
         base = kind.split("-")[0]
         if base == "hnsw":
             faiss.downcast_index(index).hnsw.efSearch = config.ef_search
@@ -141,6 +151,18 @@ class FaissIndex:
             faiss.extract_index_ivf(index).nprobe = config.ivf_nprobe
             index.make_direct_map()
         return cls(index, kind, index.d, config)
+
+    def to_bytes(self) -> np.ndarray:
+        """The index as FAISS writes it, in a uint8 array: how a build ships it to Ray
+        tasks through the object store (numpy arrays are read there without a copy)."""
+        if self._index is None:
+            raise ConfigError("cannot serialise an empty index: add vectors first")
+        return faiss.serialize_index(self._index)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, kind: str, config: IndexConfig) -> "FaissIndex":
+        """The index :meth:`to_bytes` wrote (a copy: FAISS owns its memory)."""
+        return cls._read(faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8)), kind, config)
 
     # ------------------------------------------------------------------ contract
     def __len__(self) -> int:

@@ -17,12 +17,13 @@ import numpy as np
 from .faiss_index import FaissIndex, exact_search
 
 NO_NEIGHBOUR = -1
-_BLOCK = 2048  # queries per batch search: enough to keep every core busy, little memory
+BLOCK = 2048  # queries per batch search: enough to keep every core busy, little memory
 
 
 def build_candidate_lists(index: FaissIndex, width: int, *, exact: bool = False, bar=None) -> np.ndarray:
     """int32 [articles, width]: each article's ``width`` nearest other articles, most
-    similar first, padded with -1 when the index holds fewer.
+    similar first (ties: lower position first), padded with -1 when the index holds
+    fewer.
 
     exact: compare every pair (exact_search) instead of searching the index, which is
         exact already for flat kinds; costs the square of the corpus (see
@@ -30,24 +31,36 @@ def build_candidate_lists(index: FaissIndex, width: int, *, exact: bool = False,
     bar: an optional progress bar (tqdm-like ``update``) advanced per article.
     """
     n = len(index)
+    rows = index.vectors(np.arange(n)) if exact and width and n >= 2 else None
     lists = np.full((n, width), NO_NEIGHBOUR, dtype=np.int32)
-    if width == 0 or n < 2:
-        return lists
-    fetch = min(width + 1, n)  # + the article itself, dropped below
-    rows = index.vectors(np.arange(n)) if exact else None
-    for start in range(0, n, _BLOCK):
-        positions = np.arange(start, min(start + _BLOCK, n))
-        if rows is not None:
-            _, found = exact_search(rows[start:start + _BLOCK], rows, fetch)
-        else:
-            with index.wide_search(2 * width):
-                _, found = index.search_many(index.vectors(positions), fetch)
-        lists[positions] = _without_self(found, positions, width)
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        lists[start:stop] = candidate_block(index, start, stop, width, rows=rows)
         if bar is not None:
-            bar.update(len(positions))
+            bar.update(stop - start)
     return lists
 
 
+def candidate_block(index: FaissIndex, start: int, stop: int, width: int, *,
+                    rows: np.ndarray | None = None) -> np.ndarray:
+    """int32 [stop - start, width]: the lists of :func:`build_candidate_lists` for the
+    articles at positions ``start:stop``, on their own: a build on one machine and the
+    Ray tasks of a distributed build run this same function on the same blocks.
+    ``rows``: every stored row as float32 (an exact search), or None (search the index)."""
+    positions = np.arange(start, stop)
+    n = len(index)
+    if width == 0 or n < 2:
+        return np.full((len(positions), width), NO_NEIGHBOUR, dtype=np.int32)
+    fetch = min(width + 1, n)  # + the article itself, dropped below
+    if rows is not None:
+        sims, found = exact_search(rows[start:stop], rows, fetch)
+    else:
+        with index.wide_search(2 * width):
+            sims, found = index.search_many(index.vectors(positions), fetch)
+    # Equal similarities in position order, whatever order the search met them in (its
+    # threads, its blocks): every engine, every machine, the same lists.
+    order = np.lexsort((found, -sims), axis=1)
+    return _without_self(np.take_along_axis(found, order, axis=1), positions, width)
 def _without_self(found: np.ndarray, positions: np.ndarray, width: int) -> np.ndarray:
     """Drop each row's own position (usually first; an exact copy may come first
     instead) and missing results, keeping the order and ``width`` neighbours."""

@@ -166,10 +166,10 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
 
 class BoxFastPath:
     """The ASGI app to serve: box requests by id go straight to the box, past FastAPI's
-    routing and middleware, which cost ~200 us of the ~700 us a request takes (2,164
-    -> BOXRPS box requests/s on 2 cores, benchmarks/README.md). Every other request, and
-    a box request that fails (unknown id, bad parameter), goes through the FastAPI app,
-    which answers it, errors included, the one way."""
+    routing and middleware, which cost about as much CPU as the box itself (2,558 ->
+    5,520 box requests/s on 2 cores at 100k; the target is 3,000: benchmarks/README.md).
+    Every other request, and a box request that fails (unknown id, bad parameter), goes
+    through the FastAPI app, which answers it, errors included, the one way."""
 
     def __init__(self, app: FastAPI):
         self.app = app

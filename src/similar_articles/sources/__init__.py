@@ -20,13 +20,13 @@ from ..articles import Article
 from ..errors import ConfigError
 from .base import (CHUNK_ROWS, UNREADABLE_KINDS, ArticleReader, Row, RowError, Source, SourceError, collect_articles,
                    parse_mapping)
-from .files import FORMATS, SUFFIXES, FileSource, detect_format, expand_paths, read_rows
+from .files import FORMATS, SUFFIXES, FileSource, detect_format, expand_paths, jsonl_row, read_rows
 from .memory import DataFrameSource, RowsSource
 from .sql import SqlSource
 
 __all__ = [
     "CHUNK_ROWS", "UNREADABLE_KINDS", "FORMATS", "SUFFIXES", "Row", "RowError", "SourceError", "Source", "parse_mapping",
-    "ArticleReader", "collect_articles", "FileSource", "detect_format", "expand_paths", "read_rows",
+    "ArticleReader", "collect_articles", "FileSource", "detect_format", "expand_paths", "jsonl_row", "read_rows",
     "DataFrameSource", "RowsSource", "SqlSource", "as_sources",
 ]
 

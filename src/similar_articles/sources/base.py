@@ -93,8 +93,13 @@ class Source:
         """Raise SourceError now if the source cannot be read at all."""
 
     def rows(self) -> Iterator[Row]:
+        return self.mapped(self._rows())
+
+    def mapped(self, rows: Iterable[Row]) -> Iterator[Row]:
+        """``rows`` with the ``mapping`` applied: what :meth:`rows` yields, for rows read
+        by someone else (the Ray engine reads file shards with Ray Data)."""
         mapping = self.mapping
-        for number, row in self._rows():
+        for number, row in rows:
             if mapping and not isinstance(row, RowError):
                 for field, column in mapping.items():
                     if column in row:

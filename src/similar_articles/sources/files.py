@@ -76,9 +76,14 @@ class FileSource(Source):
         if keys:
             self._check_columns(list(keys), sample=f"the first {JSONL_KEYS_SAMPLE} rows")
 
+    @property
+    def format(self) -> str:
+        """The file's format: the one given, else told from the name."""
+        return self.fmt or detect_format(self.path)
+
     def _rows(self) -> Iterator[Row]:
         self.check()
-        fmt = self.fmt or detect_format(self.path)
+        fmt = self.format
         reader = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": self._read_parquet}[fmt]
         yield from reader(self.path)
 
@@ -105,30 +110,31 @@ def _read_jsonl(path: Path, file=None) -> Iterator[Row]:
         for number, raw in enumerate(f, start=1):
             if number == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)  # editors on Windows write one
-            if not raw.strip():
-                continue
-            if len(raw) > MAX_ROW_BYTES:
-                yield number, _too_large(path, number, len(raw))
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                yield number, RowError(str(path), number, f"not valid UTF-8 (byte offset {exc.start} "
-                                       "in the line); re-encode the file as UTF-8", kind="not UTF-8")
-                continue
-            except json.JSONDecodeError as exc:
-                yield number, RowError(str(path), number, f"not valid JSON ({exc.msg} at column {exc.colno})",
-                                       kind="not valid JSON")
-                continue
-            except RecursionError:
-                yield number, RowError(str(path), number, "JSON nested too deeply to read; an article row "
-                                       "is one flat object", kind="not valid JSON")
-                continue
-            if not isinstance(row, dict):
-                yield number, RowError(str(path), number, f"expected a JSON object, got {type(row).__name__}",
-                                       kind="not a JSON object")
-                continue
-            yield number, row
+            if raw.strip():
+                yield number, jsonl_row(path, number, raw)
+
+
+def jsonl_row(path: str | os.PathLike, number: int, raw: bytes) -> "dict | RowError":
+    """Line ``number`` of a JSONL file (not blank) as a row, or the RowError saying why
+    it is not one: what every reader of JSONL lines (this module's, the Ray engine's)
+    makes of a line."""
+    if len(raw) > MAX_ROW_BYTES:
+        return _too_large(Path(path), number, len(raw))
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return RowError(str(path), number, f"not valid UTF-8 (byte offset {exc.start} "
+                        "in the line); re-encode the file as UTF-8", kind="not UTF-8")
+    except json.JSONDecodeError as exc:
+        return RowError(str(path), number, f"not valid JSON ({exc.msg} at column {exc.colno})",
+                        kind="not valid JSON")
+    except RecursionError:
+        return RowError(str(path), number, "JSON nested too deeply to read; an article row "
+                        "is one flat object", kind="not valid JSON")
+    if not isinstance(row, dict):
+        return RowError(str(path), number, f"expected a JSON object, got {type(row).__name__}",
+                        kind="not a JSON object")
+    return row
 
 
 def _too_large(path: Path, number: int, size: int) -> RowError:
