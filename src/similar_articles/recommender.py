@@ -147,7 +147,9 @@ class Recommender:
         rules = self._rules.read_if_changed()
         if rules is not None:
             with self._writing:
-                self._state = self._state.with_rules(*rules)
+                state = self._state.with_rules(*rules)
+                boxrules.compiled(state)  # before calls ask for it
+                self._state = state
         return rules is not None
 
     def edit_rules(self, change, *, based_on: int | None = None) -> Rules:
@@ -162,11 +164,13 @@ class Recommender:
         return self._state.rules
 
     def _applied(self, state: ServingState, records: list[Record]) -> tuple[ServingState, dict[int, int]]:
-        """``state`` with ``records`` applied in order, and each record's count."""
+        """``state`` with ``records`` applied in order, and each record's count; its rules
+        compiled now, off the calls' path."""
         counts = {}
         for record in records:
             if record.seq > state.journal_seq:
                 state, counts[record.seq] = state.with_record(record, self.encoder.model_id)
+        boxrules.compiled(state)
         return state, counts
 
     def _serving(self) -> ServingState:
