@@ -141,6 +141,26 @@ def test_an_index_without_newsroom_fields_stores_none(tmp_path, news100, news100
     assert len(rec.recommend(news100[0]["id"], k=3)) == 3
 
 
+def test_a_snapshot_from_before_the_newsroom_fields_still_loads(tmp_path, news100, news100_vectors, encoder):
+    """articles.json without kinds and languages, no newsroom arrays: what older builds
+    wrote. It loads, and serves as before (no article has those fields)."""
+    import hashlib
+
+    rec = Recommender.build(news100[:30], tmp_path / "old", embeddings=news100_vectors[:30], encoder=encoder)
+    before = rec.recommend(news100[0]["id"], k=3, now=NOW)
+    folder = rec.path
+    articles = json.loads((folder / "articles.json").read_text("utf-8"))
+    for name in ("kinds", "languages"):
+        articles.pop(name)
+    (folder / "articles.json").write_text(json.dumps(articles), encoding="utf-8")
+    manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
+    manifest["checksums"]["articles.json"] = hashlib.sha256((folder / "articles.json").read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    old = Recommender.load(tmp_path / "old", encoder=encoder, reload_interval=None)
+    assert old.state.table.kind_codes is None and old.state.table.language_codes is None
+    assert old.recommend(news100[0]["id"], k=3, now=NOW) == before
+
+
 def test_a_box_shows_its_sources_language_unless_a_policy_says_otherwise(rec):
     table = rec.state.table
     language = dict(zip(rec.ids(), table.metadata()["languages"]))
