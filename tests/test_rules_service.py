@@ -4,10 +4,13 @@ httpx: read openly, change with the bearer token, every worker within a second."
 
 from __future__ import annotations
 
+import json
 import time
+from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from similar_articles import Recommender
 from test_service import PROBLEM, TOKEN, Server
@@ -145,3 +148,28 @@ def test_without_a_token_rule_changes_are_off(index):
         assert "SIMILAR_ARTICLES_TOKEN" in body["detail"]
     finally:
         assert running.stop()
+
+
+FIELDS = st.sampled_from(["article", "into", "section", "tag", "slot", "from", "until", "k", "kinds", "language",
+                          "half_life_days", "max_age_days", "sections", "exclude_kinds", "version", "pins"])
+VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+                      lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
+                                                                                   HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(FIELDS, VALUES, max_size=5) | VALUES, name=st.text(min_size=1, max_size=12))
+def test_no_rules_request_reaches_a_server_error(server, body, name):
+    """Whatever a client sends, a rules route answers it (2xx or a 4xx naming the
+    problem), and the rules file stays a valid document."""
+    text = json.dumps(body)  # NaN and Infinity too, as Python's json writes them
+    path = quote(name, safe="")
+    responses = [httpx.post(f"{server.url}/v1/rules/pins", content=text, headers=AUTH),
+                 httpx.post(f"{server.url}/v1/rules/blocks", content=text, headers=AUTH),
+                 httpx.put(f"{server.url}/v1/rules/policies/{path}", content=text, headers=AUTH),
+                 httpx.put(f"{server.url}/v1/rules", content=text, headers=AUTH),
+                 httpx.delete(f"{server.url}/v1/rules/pins/{path}", params={"into": name}, headers=AUTH),
+                 httpx.get(f"{server.url}/editor", params={"q": name, "id": name})]
+    for response in responses:
+        assert response.status_code < 500, (response.request.url, response.text)
+    assert httpx.get(f"{server.url}/v1/rules").status_code == 200
