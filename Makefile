@@ -12,6 +12,9 @@ TORCH_INDEX ?=
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@# The editors' page test runs a real headless chromium (Debian's packages).
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y chromium chromium-driver
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_INDEX) "$(TORCH)"   # first, so nothing pulls a CUDA torch

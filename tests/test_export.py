@@ -111,7 +111,7 @@ def test_export_writes_parquet_rows_with_a_fixed_schema(tmp_path, news100, news1
                  "--batch-size", "7", *(["--processes", str(processes)] if processes else [])]) == 0
     table = pq.read_table(out)
     assert table.schema.names == ["id", "rank", "item_id", "title", "url", "published_at", "section", "score",
-                                  "similarity", "reasons", "fallback"]
+                                  "similarity", "reasons", "fallback", "label"]
     assert table.schema.field("url").type == pa.string() and table.schema.field("score").type == pa.float64()
     assert table.schema.field("published_at").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("reasons").type == pa.list_(pa.string())

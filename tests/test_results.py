@@ -89,7 +89,7 @@ def test_similarity_words_show_two_decimals():
 
 VALUES = dict(id="a", title="A title", url=None, published_at=datetime(2020, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
               section="world", score=0.5, similarity=0.4, reasons=("similarity 0.40", "same section: world"),
-              fallback=True)
+              fallback=True, label="More from World")
 
 
 def test_a_recommendation_is_frozen_slotted_data():

@@ -104,7 +104,7 @@ def test_a_box_by_id_with_its_cache_headers(server, news100):
     body = response.json()
     assert body["id"] == source and body["snapshot"] and len(body["box"]) == 3
     assert set(body["box"][0]) == {"id", "title", "url", "published_at", "section", "score", "similarity",
-                                   "reasons", "fallback"}
+                                   "reasons", "fallback", "label"}
     assert source not in [item["id"] for item in body["box"]]
     assert response.headers["cache-control"] == "max-age=30"
     again = httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 3},

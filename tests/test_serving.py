@@ -229,7 +229,7 @@ def test_max_age_days_hides_older_articles(news100_index, news100):
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("k", [0, -1, "2", 2.0, True, 101, None])
+@pytest.mark.parametrize("k", [0, -1, "2", 2.0, True, 101])  # None: the policy's k, else 2
 def test_a_box_size_that_is_not_1_to_100_is_refused(news100_index, k):
     with pytest.raises(ConfigError, match="k="):
         news100_index.recommend("2338", k=k)

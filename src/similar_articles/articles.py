@@ -27,7 +27,14 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "url": ("url", "link"),
     "tags": ("tags", "keywords"),
     "language": ("language", "lang"),
+    # Newsroom fields (docs/editors.md): when and whether an article may fill boxes.
+    "embargo_until": ("embargo_until", "embargo"),
+    "expires_at": ("expires_at", "expires", "expiry"),
+    "do_not_recommend": ("do_not_recommend", "no_recommend"),
+    "kind": ("kind", "content_type", "article_type"),
 }
+_TRUE = frozenset({"true", "yes", "y", "1", "on"})
+_FALSE = frozenset({"false", "no", "n", "0", "off", ""})
 
 _TAG_RE = re.compile(r"<[^>]*>")
 _SCRIPT_RE = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
@@ -54,6 +61,10 @@ class Article:
     url: str | None = None
     tags: tuple[str, ...] = field(default=())
     language: str | None = None
+    embargo_until: datetime | None = None  # never in a box before this time
+    expires_at: datetime | None = None  # never in a box from this time on
+    do_not_recommend: bool = False  # never in a box (legal hold, takedown)
+    kind: str | None = None  # news, opinion, sponsored, live, video...: policies choose which fill a box
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip():
@@ -61,10 +72,15 @@ class Article:
         if not (self.title.strip() or self.body.strip()):
             raise InvalidArticleError(
                 "no text: give a title or a body", field="body", article_id=self.id)
-        if self.published_at is not None and self.published_at.tzinfo is None:
-            raise InvalidArticleError(
-                "published_at must be timezone-aware; use Article.from_row, which reads "
-                "a naive date as UTC", field="published_at", article_id=self.id)
+        for name in ("published_at", "embargo_until", "expires_at"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise InvalidArticleError(
+                    f"{name} must be timezone-aware; use Article.from_row, which reads "
+                    "a naive date as UTC", field=name, article_id=self.id)
+        if not isinstance(self.do_not_recommend, bool):
+            raise InvalidArticleError("do_not_recommend must be True or False", field="do_not_recommend",
+                                      article_id=self.id)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | "Article", *, row_number: int | None = None,
@@ -97,10 +113,14 @@ class Article:
         section = _text(values["section"], "section", where).strip() or None
         url = _text(values["url"], "url", where).strip() or None
         language = _text(values["language"], "language", where).strip() or None
+        kind = _text(values["kind"], "kind", where).strip().lower() or None
         return cls(
             id=article_id, title=title, body=body,
             published_at=parse_datetime(values["published_at"], **where),
             section=section, url=url, tags=_tags(values["tags"], where), language=language,
+            embargo_until=parse_datetime(values["embargo_until"], field="embargo_until", **where),
+            expires_at=parse_datetime(values["expires_at"], field="expires_at", **where),
+            do_not_recommend=_flag(values["do_not_recommend"], "do_not_recommend", where), kind=kind,
         )
 
     @property
@@ -119,6 +139,9 @@ class Article:
             "id": self.id, "title": self.title, "url": self.url, "section": self.section,
             "published_at": self.published_at.isoformat() if self.published_at else None,
             "tags": list(self.tags), "language": self.language,
+            "embargo_until": self.embargo_until.isoformat() if self.embargo_until else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "do_not_recommend": self.do_not_recommend, "kind": self.kind,
         }
 
 
@@ -147,6 +170,25 @@ def _text(value: Any, field_name: str, where: dict) -> str:
         f"expected text, got {type(value).__name__}", field=field_name, **where)
 
 
+def _flag(value: Any, field_name: str, where: dict) -> bool:
+    """A yes/no field: a bool, 0/1, or true/false, yes/no, on/off as text (CSV, SQL)."""
+    if value is None:
+        return False
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()  # numpy and pandas scalars
+        except ValueError:  # an array of several values
+            raise InvalidArticleError(f"expected true or false, got {type(value).__name__} of several values",
+                                      field=field_name, **where) from None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise InvalidArticleError(f"expected true or false (or 1/0, yes/no), got {value!r}", field=field_name, **where)
+
+
 def normalise_text(text: str, *, limit: int = MAX_BODY_CHARS) -> str:
     """Strip HTML and control characters, fold white space, cut at ``limit`` characters."""
     if not text:
@@ -169,7 +211,7 @@ def normalise_text(text: str, *, limit: int = MAX_BODY_CHARS) -> str:
 
 
 def parse_datetime(value: Any, *, row: int | None = None, source: str | None = None,
-                   article_id: str | None = None) -> datetime | None:
+                   article_id: str | None = None, field: str = "published_at") -> datetime | None:
     """Read an ISO 8601 date or datetime (or a date/datetime object) as aware UTC.
 
     A naive value is taken as UTC. ``None`` and empty strings mean "no date".
@@ -189,12 +231,12 @@ def parse_datetime(value: Any, *, row: int | None = None, source: str | None = N
         except ValueError:
             raise InvalidArticleError(
                 f"date {value!r} is not ISO 8601; write it like 2019-01-25 or "
-                "2019-01-25T14:30:00Z", field="published_at", row=row, source=source,
+                "2019-01-25T14:30:00Z", field=field, row=row, source=source,
                 article_id=article_id) from None
     else:
         raise InvalidArticleError(
             f"expected an ISO 8601 date string, got {type(value).__name__}",
-            field="published_at", row=row, source=source, article_id=article_id)
+            field=field, row=row, source=source, article_id=article_id)
     try:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
@@ -203,7 +245,7 @@ def parse_datetime(value: Any, *, row: int | None = None, source: str | None = N
     except (OverflowError, ValueError, OSError):
         raise InvalidArticleError(
             f"date {value!r} is out of range (in UTC it falls before year 1 or after 9999); "
-            "fix the date", field="published_at", row=row, source=source, article_id=article_id) from None
+            "fix the date", field=field, row=row, source=source, article_id=article_id) from None
     return parsed
 
 

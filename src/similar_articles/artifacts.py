@@ -17,7 +17,7 @@ from .errors import IndexCorruptedError
 from .features.copies import SLOTS
 from .features.lexical import N_FEATURES, TERMS
 from .snapshot import INDEX_FILE, read_snapshot, write_snapshot
-from .table import COLUMNS
+from .table import COLUMNS, OPTIONAL_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ SCHEMA: dict[str, ArraySpec] = {
     "lexical_offsets": ArraySpec("int64", (N_FEATURES + 1,), per_article=False, mapped=True),
     "lexical_docs": ArraySpec("int32", ("postings",), per_article=False, mapped=True),
     "lexical_weights": ArraySpec("float16", ("postings",), per_article=False, mapped=True),
+    # Newsroom fields (table.NEWSROOM), written only when some article has a value.
+    "embargo_until": ArraySpec("float64"),
+    "expires_at": ArraySpec("float64"),
+    "do_not_recommend": ArraySpec("bool"),
 }
 # Arrays that come in groups: a snapshot holds all of a group or none.
 GROUPS = (("lexical_idf", "term_ids", "term_weights"), ("copy_sketches", "copy_shingles"),
@@ -77,6 +81,9 @@ class Artifacts:
     lexical_offsets: np.ndarray | None = None
     lexical_docs: np.ndarray | None = None
     lexical_weights: np.ndarray | None = None
+    embargo_until: np.ndarray | None = None
+    expires_at: np.ndarray | None = None
+    do_not_recommend: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -128,8 +135,8 @@ def validate(artifacts: Artifacts, count: int | None, *, where: str) -> None:
 
     if not isinstance(count, int):
         fail(f"the manifest's article count is {count!r}")
-    for name in COLUMNS:
-        if len(artifacts.metadata[name]) != count:
+    for name in COLUMNS + OPTIONAL_COLUMNS:
+        if name in artifacts.metadata and len(artifacts.metadata[name]) != count:
             fail(f"articles.json's {name} has {len(artifacts.metadata[name])} rows, not {count}")
     present = artifacts.arrays()
     for group in GROUPS:

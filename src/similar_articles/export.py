@@ -33,7 +33,7 @@ def format_of(path: Path) -> str:
     return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "jsonl"
 
 
-def write_boxes(rec: Recommender, out: str | os.PathLike, *, fmt: str | None = None, k: int = 2,
+def write_boxes(rec: Recommender, out: str | os.PathLike, *, fmt: str | None = None, k: int | None = None,
                 now: datetime | None = None, batch_size: int = 1024, processes: int | None = None,
                 progress: bool | None = None) -> int:
     """Write the box of every live article of ``rec`` (in index order) to ``out``;
@@ -68,7 +68,7 @@ def write_boxes(rec: Recommender, out: str | os.PathLike, *, fmt: str | None = N
     return len(ids)
 
 
-def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int = 2, now: datetime | None = None,
+def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int | None = None, now: datetime | None = None,
                     batch_size: int = 1024, processes: int | None = None,
                     progress: bool | None = None) -> dict[str, int]:
     """One JSON file a box, ``folder/<id>.json`` (the id percent-encoded, as PHP's
@@ -224,7 +224,7 @@ class _ParquetRows:
             ("id", pa.string()), ("rank", pa.int64()), ("item_id", pa.string()), ("title", pa.string()),
             ("url", pa.string()), ("published_at", pa.timestamp("us", tz="UTC")), ("section", pa.string()),
             ("score", pa.float64()), ("similarity", pa.float64()), ("reasons", pa.list_(pa.string())),
-            ("fallback", pa.bool_())])
+            ("fallback", pa.bool_()), ("label", pa.string())])
         self._writer = pq.ParquetWriter(path, self._schema)
 
     def __enter__(self) -> "_ParquetRows":
@@ -245,7 +245,7 @@ class _ParquetRows:
             "item_id": column("id"), "title": column("title"), "url": column("url"),
             "published_at": column("published_at"), "section": column("section"), "score": column("score"),
             "similarity": column("similarity"), "reasons": [list(i.reasons) for i in items],
-            "fallback": column("fallback")}, schema=self._schema)
+            "fallback": column("fallback"), "label": column("label")}, schema=self._schema)
 
     def __exit__(self, *exc) -> None:
         self._writer.close()

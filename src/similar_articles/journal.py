@@ -155,7 +155,7 @@ class Journal:
             os.replace(temporary, self.path)
 
     def _locked(self):
-        return _FileLock(self.root / JOURNAL_LOCK)
+        return FileLock(self.root / JOURNAL_LOCK)
 
     # ------------------------------------------------------------------ reading
     def follow(self, seq: int, *, from_start: bool = False) -> list[Record]:
@@ -210,13 +210,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class _FileLock:
+class FileLock:
     """An exclusive ``flock`` on a lock file: one writer at a time across processes."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def __enter__(self) -> "_FileLock":
+    def __enter__(self) -> "FileLock":
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import ranking
+from .articles import Article
 from .config import RankingConfig
 from .features import copies, retrieval
 from .features.lexical import Fingerprints, overlaps
@@ -42,6 +43,7 @@ class Sources(NamedTuple):
     prints: Fingerprints | None
     sketches: tuple[np.ndarray, np.ndarray] | None
     listed: np.ndarray  # bool: its neighbour list and stored pair features apply
+    languages: np.ndarray | None = None  # int32 language codes (table.language_code); None: no language rule
 
 
 class Request(NamedTuple):
@@ -53,6 +55,13 @@ class Request(NamedTuple):
     excluded: np.ndarray  # positions never shown
     sections: np.ndarray | None  # section codes a box may show; None: all
     all_cores: bool = True  # FAISS reads a large block on every core (False: blocks run on threads)
+    # Policies and rules (boxrules.py): kind codes a box may show (None: all); "same"
+    # (the source's language), None (any) or language codes; blocked positions (a bool
+    # mask, None: none); source position -> positions blocked from its box.
+    kinds: np.ndarray | None = None
+    languages: str | np.ndarray | None = "same"
+    blocked: np.ndarray | None = None
+    blocked_from: dict | None = None
 
 
 class RankedBlock(NamedTuple):
@@ -71,7 +80,23 @@ def indexed_sources(state: ServingState, positions: np.ndarray) -> Sources:
     table = state.table
     return Sources(positions, state.index.vectors(positions), table.published[positions],
                    table.section_codes[positions], table.title_keys[positions], None, None,
-                   positions < state.listed_count())
+                   positions < state.listed_count(),
+                   None if table.language_codes is None else table.language_codes[positions])
+
+
+def unseen_sources(state: ServingState, article: Article, vector: np.ndarray) -> Sources:
+    """An unseen article (with its unit ``vector``) as a source: its text features
+    made now."""
+    features, table = state.features, state.table
+    own = table.position_of(article.id)
+    return Sources(np.array([-1 if own is None else own]), vector[None, :],
+                   np.array([article.published_at.timestamp() if article.published_at else np.nan]),
+                   np.array([table.section_code(article.section)], np.int32),
+                   np.array([ranking.title_key(article.title)], np.int64),
+                   features.lexical.transform([article.text]) if features.lexical is not None else None,
+                   tuple(np.asarray(a) for a in copies.sketches([copies.copy_text(article.body, article.title)]))
+                   if features.sketches is not None else None,
+                   np.zeros(1, dtype=bool), np.array([table.language_code(article.language)], np.int32))
 
 
 def rank_block(state: ServingState, sources: Sources, request: Request, *, search: bool = False,
@@ -98,7 +123,8 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     # Each pool member's slot in its source's list, for the stored pair features; -1 if none.
     slots = np.where(order < state.neighbours.width, order, -1) if listed.any() else np.full(order.shape, -1)
     reference = _reference(sources, request)
-    ok = _eligible(state, request, positions, reference[:, None], sources.positions[:, None])
+    ok = eligible(state, request, positions, reference[:, None], sources.positions[:, None],
+                  None if sources.languages is None else sources.languages[:, None])
     ok &= sims >= settings.min_similarity
     # Nothing outside a pool reaches the floor when the pool held every article it could,
     # or nothing outside it is as similar as min_similarity.
@@ -185,7 +211,7 @@ def _split(state: ServingState, sources: Sources, request: Request, mask: np.nda
     """The boxes of sources[mask] ranked with the options ``first``, the others with
     ``rest``, in the sources' order."""
     def part(which: np.ndarray, how: dict) -> RankedBlock:
-        return rank_block(state, _subset(sources, np.flatnonzero(which)), request, **how)
+        return rank_block(state, subset(sources, np.flatnonzero(which)), request, **how)
 
     out = RankedBlock(np.full((len(mask), request.k), ranking.NO_PICK), np.zeros((len(mask), request.k)),
                       np.zeros((len(mask), request.k)), np.zeros((len(mask), request.k), np.int8))
@@ -196,19 +222,33 @@ def _split(state: ServingState, sources: Sources, request: Request, mask: np.nda
     return out
 
 
-def _subset(sources: Sources, at: np.ndarray) -> Sources:
+def subset(sources: Sources, at: np.ndarray) -> Sources:
     """The sources at rows ``at``."""
     return Sources(*(None if f is None else tuple(a[at] for a in f) if isinstance(f, tuple)
                      else f.take(at) if isinstance(f, Fingerprints) else f[at] for f in sources))
 
 
-def _eligible(state: ServingState, request: Request, positions: np.ndarray, reference, source) -> np.ndarray:
-    """ranking.eligible under the call's filters, never the source itself."""
+def eligible(state: ServingState, request: Request, positions: np.ndarray, reference, source,
+             languages=None) -> np.ndarray:
+    """ranking.eligible under the call's filters, the articles' newsroom fields and the
+    rules, never the source itself. ``source`` / ``languages``: each source's position
+    and language code, broadcast against ``positions``."""
     table = state.table
-    return ranking.eligible(positions, alive=table.alive, published=table.published, now=request.now,
-                            reference=reference, max_age_days=request.settings.max_age_days,
-                            excluded=request.excluded, section_codes=table.section_codes,
-                            allowed_sections=request.sections) & (positions != source)
+    same = isinstance(request.languages, str)
+    mask = ranking.eligible(
+        positions, alive=table.alive, published=table.published, now=request.now, reference=reference,
+        max_age_days=request.settings.max_age_days, excluded=request.excluded, section_codes=table.section_codes,
+        allowed_sections=request.sections, hidden=(table.held, request.blocked), embargo=table.embargo,
+        expires=table.expires, kind_codes=table.kind_codes, allowed_kinds=request.kinds,
+        language_codes=table.language_codes, source_languages=languages if same else None,
+        allowed_languages=None if same else request.languages) & (positions != source)
+    if request.blocked_from:
+        for row, own in enumerate(np.atleast_1d(source).reshape(-1).tolist()):
+            blocked = request.blocked_from.get(own)
+            if blocked is not None:
+                where = mask[row] if mask.ndim == 2 else mask
+                where &= ~((positions[row] if positions.ndim == 2 else positions)[:, None] == blocked).any(axis=1)
+    return mask
 
 
 def _reference(sources: Sources, request: Request) -> np.ndarray:
@@ -308,7 +348,8 @@ def _with_fallback(state: ServingState, sources: Sources, request: Request, bloc
     extra = []
     for b in at.tolist():
         def is_eligible(candidates: np.ndarray, b: int = b) -> np.ndarray:
-            return _eligible(state, request, candidates, reference[b], sources.positions[b])
+            return eligible(state, request, candidates, reference[b], sources.positions[b],
+                             None if sources.languages is None else sources.languages[b])
 
         taken = set(block.positions[b][block.positions[b] >= 0].tolist())
         code = int(sources.section_codes[b])
@@ -326,7 +367,7 @@ def _with_fallback(state: ServingState, sources: Sources, request: Request, bloc
         fall_kinds[i, :len(found)] = [kind for _, kind in found]
     pool = np.hstack([positions[at], fall])
     rows, where = state.index.read_rows(pool)
-    part = _subset(sources, at)
+    part = subset(sources, at)
     fall_sims = state.index.products_at(part.vectors, rows, where)[:, positions.shape[1]:]
     title_keys = table.title_keys[np.maximum(pool, 0)]
     fall_open = (fall >= 0) & ranking.not_the_source_story(

@@ -14,6 +14,7 @@ import numpy as np
 SECONDS_PER_DAY = 86_400.0
 NO_SECTION = -1  # the section code of an article without a section
 NO_PICK = -1  # a box slot left empty
+NO_CODE = -1  # the kind or language code of an article without one (table.NO_CODE)
 
 _TITLE_KEY_RE = re.compile(r"[^0-9a-z]+")
 
@@ -39,12 +40,25 @@ def recent_first(published: np.ndarray) -> np.ndarray:
 
 def eligible(positions: np.ndarray, *, alive: np.ndarray, published: np.ndarray, now: float,
              reference: np.ndarray | float, max_age_days: float | None, excluded: np.ndarray,
-             section_codes: np.ndarray, allowed_sections: np.ndarray | None) -> np.ndarray:
+             section_codes: np.ndarray, allowed_sections: np.ndarray | None,
+             hidden: tuple[np.ndarray | None, ...] = (), embargo: np.ndarray | None = None,
+             expires: np.ndarray | None = None, kind_codes: np.ndarray | None = None,
+             allowed_kinds: np.ndarray | None = None, language_codes: np.ndarray | None = None,
+             source_languages: np.ndarray | int | None = None,
+             allowed_languages: np.ndarray | None = None) -> np.ndarray:
     """Which candidates may be shown at all: live, not published after ``now`` (scheduled
     posts never leak), within ``max_age_days`` of ``reference`` (a source's point in
     time, broadcast against ``positions``), not ``excluded``, in an allowed section.
     Negative positions (empty pool slots) are never eligible. Undated articles are never
-    treated as scheduled or too old."""
+    treated as scheduled or too old.
+
+    Newsroom fields, each skipped when None: ``hidden`` (bool masks by position: held
+    articles, rules' blocks), ``embargo`` / ``expires`` (epoch seconds, NaN: none; shown
+    from the embargo on, never from the expiry on), ``allowed_kinds`` (codes of
+    ``kind_codes``), ``source_languages`` (each source's language code, broadcast like
+    ``reference``) or ``allowed_languages``. An article without a kind passes any kind
+    filter only if NO_CODE is allowed; one without a language (NO_CODE) passes any
+    language rule, and so does every article in the box of a source without one."""
     valid = positions >= 0
     at = np.where(valid, positions, 0)
     pub = published[at]
@@ -57,6 +71,21 @@ def eligible(positions: np.ndarray, *, alive: np.ndarray, published: np.ndarray,
                   np.isin(positions, excluded))
     if allowed_sections is not None:
         mask &= np.isin(section_codes[at], allowed_sections)
+    for held in hidden:
+        if held is not None:
+            mask &= ~held[at]
+    if embargo is not None:
+        mask &= ~(embargo[at] > now)
+    if expires is not None:
+        mask &= ~(expires[at] <= now)
+    if allowed_kinds is not None:
+        mask &= np.isin(kind_codes[at] if kind_codes is not None else np.full(at.shape, NO_CODE), allowed_kinds)
+    if language_codes is not None and (source_languages is not None or allowed_languages is not None):
+        language = language_codes[at]
+        if allowed_languages is not None:
+            mask &= (language == NO_CODE) | np.isin(language, allowed_languages)
+        else:
+            mask &= (language == NO_CODE) | (language == source_languages) | (source_languages == NO_CODE)
     return mask
 
 

@@ -17,24 +17,23 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from . import parallel
+from . import boxrules, parallel
 from .articles import Article, parse_articles
 from .artifacts import read_artifacts
 from .batch import build_articles
 from .config import Config, replace_ranking
 from .embedding import Encoder, SentenceTransformerEncoder, normalise_rows
 from .errors import ConfigError, InvalidArticleError, ModelMismatchError
-from .features import copies
 from .journal import Journal, Record, add_record, as_record, remove_record
-from .pools import Request, Sources, indexed_sources, rank_block
-from .ranking import title_key
+from .pools import Request, Sources, indexed_sources, unseen_sources
 from .results import Recommendation, recommendations
+from .rules import Rules
+from .rulesfile import Watcher
 from .snapshot import CURRENT, resolve_snapshot_dir
 from .state import ServingState
 
 log = logging.getLogger(__name__)
 
-MAX_K = 100
 UNSEEN_VECTORS_KEPT = 1024  # unseen articles whose vectors are remembered (1.5 MB at 384 dims)
 ArticleLike = Article | Mapping[str, Any]
 
@@ -50,6 +49,7 @@ class Recommender:
         self._encoder = encoder
         self._root = root
         self._journal = Journal(root) if root is not None else None
+        self._rules = Watcher(root) if root is not None else None  # rules.json, labels.json
         self.reload_interval = reload_interval
         self._next_check = time.monotonic() + (reload_interval or 0)
         self._reloading = threading.Lock()
@@ -120,30 +120,57 @@ class Recommender:
             return False
         state = ServingState.from_snapshot(read_artifacts(folder), self.config, self.encoder.model_id)
         with self._writing:
+            state = state.with_rules(self._state.rules, self._state.labels)  # they live beside the snapshots
             records = self._journal.follow(state.journal_seq, from_start=True)
             self._state = self._applied(state, records)[0]  # one swap: calls in flight keep the old one
         log.info("similar-articles: now serving %s", folder)
         return True
 
     def refresh(self) -> bool:
-        """Load a newer snapshot if one was published, and apply the live updates
-        other processes appended since. Returns whether the state changed."""
+        """Load a newer snapshot if one was published, apply the live updates other
+        processes appended since, and the rules and labels if their files changed.
+        Returns whether the state changed."""
         if self._root is None:
             return False
+        ruled = self._read_rules()
         if self.reload():
             return True
         with self._writing:
             records = self._journal.follow(self._state.journal_seq)
             if records:
                 self._state = self._applied(self._state, records)[0]
-        return bool(records)
+        return bool(records) or ruled
+
+    def _read_rules(self) -> bool:
+        """Swap in the rules and labels if their files changed (one ``stat`` each); a
+        file that cannot be read leaves the ones in force (and is read again next time)."""
+        rules = self._rules.read_if_changed()
+        if rules is not None:
+            with self._writing:
+                state = self._state.with_rules(*rules)
+                boxrules.compiled(state)  # before calls ask for it
+                self._state = state
+        return rules is not None
+
+    def edit_rules(self, change, *, based_on: int | None = None) -> Rules:
+        """Apply ``change`` (Rules -> Rules, e.g. ``lambda r: r.with_block({"article": "a7"})``)
+        to the index's rules.json under its lock, and serve the result at once (other
+        processes within ``reload_interval``). RuleError names a bad rule (nothing is
+        written); RulesConflictError when ``based_on`` is not the version in force."""
+        if self._rules is None:
+            raise ConfigError("rules live in an index folder: load the index root, not a snapshot folder")
+        self._rules.edit(change, based_on=based_on)
+        self._read_rules()
+        return self._state.rules
 
     def _applied(self, state: ServingState, records: list[Record]) -> tuple[ServingState, dict[int, int]]:
-        """``state`` with ``records`` applied in order, and each record's count."""
+        """``state`` with ``records`` applied in order, and each record's count; its rules
+        compiled now, off the calls' path."""
         counts = {}
         for record in records:
             if record.seq > state.journal_seq:
                 state, counts[record.seq] = state.with_record(record, self.encoder.model_id)
+        boxrules.compiled(state)
         return state, counts
 
     def _serving(self) -> ServingState:
@@ -169,7 +196,8 @@ class Recommender:
         """Load now what a first unseen article, add or live update would otherwise
         load mid-request: the model and the text features' code (1-5 s, once a
         process). A service calls it before it reports ready."""
-        self._unseen_sources(self._state, Article.from_row({"id": "warm-up", "title": "Warm up the model"}))
+        warm = Article.from_row({"id": "warm-up", "title": "Warm up the model"})
+        unseen_sources(self._state, warm, self._vector_of(self._state, warm))
 
     def pinned(self) -> "Recommender":
         """A view of the state served now that never reloads: a long job (an export)
@@ -214,10 +242,11 @@ class Recommender:
         table = self._state.table
         return table.ids[table.live_positions()].tolist()
 
-    def recommend(self, article: str | ArticleLike, k: int = 2, *, now: datetime | None = None,
+    def recommend(self, article: str | ArticleLike, k: int | None = None, *, now: datetime | None = None,
                   exclude_ids: Iterable[str] = (), sections: Iterable[str] | None = None,
                   **overrides: Any) -> list[Recommendation]:
-        """The ``k`` most useful related articles for an indexed id or an unseen article.
+        """The ``k`` most useful related articles for an indexed id or an unseen article
+        (k None: the source section's policy's k, else 2), under the index's rules.
 
         now: the time of the call (default: the clock); articles published after it
             are hidden and ages are measured from it.
@@ -232,10 +261,10 @@ class Recommender:
             section = [state.table.sections[position]]
         else:
             parsed = Article.from_row(article)
-            sources, section = self._unseen_sources(state, parsed), [parsed.section]
+            sources, section = unseen_sources(state, parsed, self._vector_of(state, parsed)), [parsed.section]
         return self._boxes(state, sources, section, k, now, exclude_ids, sections, overrides)[0]
 
-    def recommend_many(self, ids: Iterable[str], k: int = 2, *, now: datetime | None = None,
+    def recommend_many(self, ids: Iterable[str], k: int | None = None, *, now: datetime | None = None,
                        exclude_ids: Iterable[str] = (), sections: Iterable[str] | None = None,
                        batch_size: int = 256, all_cores: bool = True, **overrides: Any) -> list[list[Recommendation]]:
         """The boxes of many indexed articles, in order: the boxes ``recommend`` gives
@@ -249,7 +278,7 @@ class Recommender:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} is invalid: give a positive number of articles")
-        _check_k(k)
+        boxrules.check_k(k)
         state = self._serving()
         positions = state.table.require(list(ids))
         now = _utc(now)
@@ -272,7 +301,7 @@ class Recommender:
                exclude_ids: Iterable[str], sections: Iterable[str] | None, overrides: dict, *,
                all_cores: bool = True) -> list[list]:
         """The one ranking path, from a call's arguments to its Recommendations."""
-        k = _check_k(k)
+        k = boxrules.check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
         now_ts = _utc(now).timestamp()
         if isinstance(exclude_ids, str):
@@ -282,13 +311,14 @@ class Recommender:
         table = state.table
         excluded = np.array([p for p in (table.position_of(i) for i in exclude_ids) if p is not None], np.int64)
         allowed = None if sections is None else table.section_codes_of(sections)
-        ranked = rank_block(state, sources, Request(k, settings, now_ts, excluded, allowed, all_cores))
-        return recommendations(table, ranked, sources.published, source_sections, now_ts)
+        ranked = boxrules.rank(state, sources, Request(k, settings, now_ts, excluded, allowed, all_cores), k,
+                               self.config.ranking, overrides)
+        return recommendations(table, ranked, sources.published, source_sections, now_ts, state.labels)
 
-    def _unseen_sources(self, state: ServingState, article: Article) -> Sources:
-        """An unseen article as a source: its vector (encoded, or remembered by content
-        hash: a new article's box is asked for on every page view until the nightly
-        build indexes it, and encoding is ~40 ms of such a call) and text features."""
+    def _vector_of(self, state: ServingState, article: Article) -> np.ndarray:
+        """An unseen article's vector: encoded, or remembered by content hash (a new
+        article's box is asked for on every page view until the nightly build indexes
+        it, and encoding is ~40 ms of such a call)."""
         vector = self._unseen_vectors.get(article.content_hash)
         if vector is None:
             vector = self.encoder.encode_articles([article])[0]
@@ -299,16 +329,7 @@ class Recommender:
             raise ModelMismatchError(
                 f"the encoder makes {vector.shape[0]}-dimensional vectors but the index holds {state.index.dim}-"
                 "dimensional ones; load the index with the model it was built with")
-        features, table = state.features, state.table
-        own = table.position_of(article.id)
-        return Sources(np.array([-1 if own is None else own]), vector[None, :],
-                       np.array([article.published_at.timestamp() if article.published_at else np.nan]),
-                       np.array([table.section_code(article.section)], np.int32),
-                       np.array([title_key(article.title)], np.int64),
-                       features.lexical.transform([article.text]) if features.lexical is not None else None,
-                       tuple(np.asarray(a) for a in copies.sketches([copies.copy_text(article.body, article.title)]))
-                       if features.sketches is not None else None,
-                       np.zeros(1, dtype=bool))
+        return vector
 
     # ------------------------------------------------------------ between rebuilds
     def add(self, rows: Iterable[ArticleLike], *, embeddings: np.ndarray | None = None) -> int:
@@ -372,14 +393,3 @@ def _utc(when: datetime | None) -> datetime:
         raise ConfigError(f"now={when!r} is a {type(when).__name__}: give a datetime (a naive one is read "
                           "as UTC), e.g. datetime(2019, 2, 1, 12, 0, tzinfo=timezone.utc)")
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ConfigError(f"k={k!r} is invalid: give the number of articles as an integer")
-    if k < 1:
-        raise ConfigError(f"k={k} is invalid: a box holds at least 1 article")
-    if k > MAX_K:
-        raise ConfigError(f"k={k} is more than a box can show (at most {MAX_K}); for every article's "
-                          "box at once use the `similar-articles export` command")
-    return int(k)

@@ -25,7 +25,9 @@ from .ranking import blend
 from .features.store import Rows, TextFeatures
 from .index import FaissIndex, LayeredIndex
 from .journal import Record
-from .table import ArticleTable
+from .labels import DEFAULT_LABELS
+from .rules import Rules
+from .table import NEWSROOM, ArticleTable
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,13 @@ class ServingState:
     journal_seq: int = 0  # the last live-update record this state includes
     postings: Postings | None = None  # the lexical retriever (snapshot articles only)
     floors: dict = field(default_factory=dict, compare=False)  # (weight, quantile) -> floor, made once
+    rules: Rules = field(default_factory=Rules)  # the newsroom's rules (rules.json), applied at call time
+    labels: dict = field(default_factory=lambda: dict(DEFAULT_LABELS))  # reader labels (labels.json)
+    rulings: dict = field(default_factory=dict, compare=False)  # the rules compiled for this table, made once
+
+    def with_rules(self, rules: Rules, labels: dict) -> "ServingState":
+        """This state under other rules and labels (compiled again on the next call)."""
+        return replace(self, rules=rules, labels=labels, rulings={})
 
     def relatedness_floor(self, lexical_weight: float, quantile: float | None) -> float:
         """The blended score (ranking.blend) that ``quantile`` of this index's random
@@ -93,7 +102,8 @@ class ServingState:
     def from_parts(cls, art: Artifacts, index: FaissIndex, manifest: dict[str, Any], config: Config,
                    path: Path | None = None) -> "ServingState":
         """A state over a snapshot's parts (loaded, or just built and not yet written)."""
-        table = ArticleTable.from_columns(art.metadata, art.published, art.title_keys)
+        table = ArticleTable.from_columns(art.metadata, art.published, art.title_keys,
+                                          newsroom={name: getattr(art, name) for name in NEWSROOM})
         features = TextFeatures(
             LexicalModel(art.lexical_idf) if art.lexical_idf is not None else None,
             *(Rows.of(a) if a is not None else None
@@ -120,7 +130,7 @@ class ServingState:
         sketches = copies.sketches([copies.copy_text(a.body, a.title) for a in articles]) \
             if self.features.sketches is not None else None
         return replace(self, table=self.table.with_added(articles), index=self.index.with_rows(vectors),
-                       features=self.features.with_rows(prints, sketches), floors={})
+                       features=self.features.with_rows(prints, sketches), floors={}, rulings={})
 
     def with_removed(self, ids: Sequence[object]) -> tuple["ServingState", int]:
         """A new state without the live articles among ``ids`` (unknown ids are
@@ -128,7 +138,7 @@ class ServingState:
         positions = [p for p in (self.table.position_of(i) for i in ids) if p is not None]
         if not positions:
             return self, 0
-        return replace(self, table=self.table.with_removed(positions), floors={}), len(set(positions))
+        return replace(self, table=self.table.with_removed(positions), floors={}, rulings={}), len(set(positions))
 
     def with_record(self, record: Record, model_id: str) -> tuple["ServingState", int]:
         """A new state with one journal record applied, and how many articles it added

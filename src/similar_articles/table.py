@@ -16,9 +16,13 @@ import numpy as np
 
 from .articles import Article
 from .errors import UnknownArticleError
-from .ranking import NO_SECTION, recent_first, title_key
+from .ranking import NO_CODE, NO_SECTION, recent_first, title_key
 
 COLUMNS = ("ids", "titles", "urls", "sections", "tags", "content_hashes")  # articles.json
+OPTIONAL_COLUMNS = ("kinds", "languages")  # articles.json, since issue 28 (older snapshots: none)
+# Newsroom arrays (snapshot .npy files, written only when some article has a value):
+# embargo and expiry as epoch seconds (NaN: none), do_not_recommend as bool.
+NEWSROOM = ("embargo_until", "expires_at", "do_not_recommend")
 _SHOWN_COLUMNS = ("titles", "urls")
 _TAG_SEP = "\x1f"  # unit separator: never inside a tag after normalisation
 
@@ -105,11 +109,20 @@ class ArticleTable:
     positions: IdPositions
     recent_order: np.ndarray  # positions newest first
     recent_by_section: tuple[np.ndarray, ...]  # the same, per section code
+    # Newsroom fields: codes into the names (NO_CODE: none), None when no article has one.
+    kind_names: tuple[str, ...] = ()
+    kind_codes: np.ndarray | None = None
+    language_names: tuple[str, ...] = ()
+    language_codes: np.ndarray | None = None
+    embargo: np.ndarray | None = None  # float64 epoch seconds, NaN: none
+    expires: np.ndarray | None = None  # float64 epoch seconds, NaN: none
+    held: np.ndarray | None = None  # bool: do_not_recommend
 
     @classmethod
     def from_columns(cls, columns: dict[str, Sequence], published: np.ndarray, title_keys: np.ndarray,
-                     alive: np.ndarray | None = None) -> "ArticleTable":
-        """A table from articles.json's columns and the snapshot's arrays."""
+                     alive: np.ndarray | None = None, newsroom: dict | None = None) -> "ArticleTable":
+        """A table from articles.json's columns and the snapshot's arrays (``newsroom``:
+        the NEWSROOM arrays the snapshot has)."""
         made = {name: _column(name, [_TAG_SEP.join(t) for t in columns[name]] if name == "tags" else columns[name])
                 for name in COLUMNS}
         sections = made["sections"].tolist()
@@ -118,15 +131,22 @@ class ArticleTable:
         codes = np.array([code_of[s] if s else NO_SECTION for s in sections], dtype=np.int32)
         published = np.asarray(published, dtype=np.float64)
         order = recent_first(published)
+        kind_names, kind_codes = _coded((), None, columns.get("kinds"), 0)
+        language_names, language_codes = _coded((), None, columns.get("languages"), 0)
+        newsroom = newsroom or {}
         return cls(**made, published=published, title_keys=np.asarray(title_keys, dtype=np.int64),
                    section_names=names, section_codes=codes,
                    alive=np.ones(len(published), dtype=bool) if alive is None else alive,
                    positions=IdPositions(made["ids"]), recent_order=order,
-                   recent_by_section=_by_section(order, codes, len(names)))
+                   recent_by_section=_by_section(order, codes, len(names)),
+                   kind_names=kind_names, kind_codes=kind_codes, language_names=language_names,
+                   language_codes=language_codes, embargo=newsroom.get("embargo_until"),
+                   expires=newsroom.get("expires_at"), held=newsroom.get("do_not_recommend"))
 
     @classmethod
     def of(cls, articles: Sequence[Article]) -> "ArticleTable":
-        return cls.from_columns(*columns_of(articles))
+        columns, published, title_keys = columns_of(articles)
+        return cls.from_columns(columns, published, title_keys, newsroom=newsroom_of(articles))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -168,10 +188,28 @@ class ArticleTable:
         """Codes of the named sections this table has (unknown names match nothing)."""
         return np.array([self.section_names.index(s) for s in names if s in self.section_names], dtype=np.int32)
 
+    def kind_codes_of(self, names: Iterable[str]) -> np.ndarray:
+        """Codes of the named kinds this table has (unknown names match nothing)."""
+        return np.array([self.kind_names.index(k) for k in names if k in self.kind_names], dtype=np.int32)
+
+    def language_code(self, name: str | None) -> int:
+        """The code of a language; NO_CODE for none, -2 (matches no coded article) for
+        one this table does not have."""
+        if not name:
+            return NO_CODE
+        return self.language_names.index(name) if name in self.language_names else NO_CODE - 1
+
+    def tags_of(self, position: int) -> list[str]:
+        text = self.tags[position]
+        return text.split(_TAG_SEP) if text else []
+
     def metadata(self) -> dict[str, list]:
         """The columns articles.json stores."""
         out = {name: getattr(self, name).tolist() for name in COLUMNS}
         out["tags"] = [t.split(_TAG_SEP) if t else [] for t in out["tags"]]
+        for name, names, codes in (("kinds", self.kind_names, self.kind_codes),
+                                   ("languages", self.language_names, self.language_codes)):
+            out[name] = [None] * len(self) if codes is None else [names[c] if c >= 0 else None for c in codes.tolist()]
         return out
 
     # ------------------------------------------------------------------ new tables
@@ -196,10 +234,18 @@ class ArticleTable:
         all_published = np.concatenate([self.published, published])
         all_codes = np.concatenate([self.section_codes, codes])
         order = _insert_recent(self.recent_order, all_published, start)
+        kind_names, kind_codes = _coded(self.kind_names, self.kind_codes, columns["kinds"], start)
+        language_names, language_codes = _coded(self.language_names, self.language_codes, columns["languages"], start)
+        news = newsroom_of(articles)
+        newsroom = {name: _extended(mine, news[name], start, len(articles))
+                    for name, mine in zip(NEWSROOM, (self.embargo, self.expires, self.held))}
         return replace(self, **made, published=all_published, title_keys=np.concatenate([self.title_keys, title_keys]),
                        section_names=names, section_codes=all_codes, alive=alive,
                        positions=self.positions.with_added(made["ids"], added), recent_order=order,
-                       recent_by_section=_by_section(order, all_codes, len(names)))
+                       recent_by_section=_by_section(order, all_codes, len(names)),
+                       kind_names=kind_names, kind_codes=kind_codes, language_names=language_names,
+                       language_codes=language_codes, embargo=newsroom["embargo_until"],
+                       expires=newsroom["expires_at"], held=newsroom["do_not_recommend"])
 
     def with_removed(self, positions: Sequence[int]) -> "ArticleTable":
         alive = self.alive.copy()
@@ -213,11 +259,51 @@ def columns_of(articles: Sequence[Article]) -> tuple[dict[str, list], np.ndarray
         "ids": [a.id for a in articles], "titles": [a.title for a in articles],
         "urls": [a.url for a in articles], "sections": [a.section for a in articles],
         "tags": [list(a.tags) for a in articles], "content_hashes": [a.content_hash for a in articles],
+        "kinds": [a.kind for a in articles], "languages": [a.language for a in articles],
     }
     published = np.array([a.published_at.timestamp() if a.published_at else np.nan for a in articles],
                          dtype=np.float64)
     keys = np.array([title_key(a.title) for a in articles], dtype=np.int64)
     return columns, published, keys
+
+
+def newsroom_of(articles: Sequence[Article]) -> dict[str, np.ndarray | None]:
+    """The NEWSROOM arrays of ``articles``; None for a field no article has."""
+    def stamp(when) -> float:
+        return when.timestamp() if when is not None else np.nan
+
+    out: dict[str, np.ndarray | None] = {
+        "embargo_until": np.array([stamp(a.embargo_until) for a in articles], dtype=np.float64),
+        "expires_at": np.array([stamp(a.expires_at) for a in articles], dtype=np.float64),
+        "do_not_recommend": np.array([a.do_not_recommend for a in articles], dtype=bool),
+    }
+    return {name: (None if not len(a) or (a.dtype == bool and not a.any()) or
+                   (a.dtype != bool and np.isnan(a).all()) else a) for name, a in out.items()}
+
+
+def _coded(names: tuple[str, ...], codes: np.ndarray | None, values: Sequence | None,
+           start: int) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """(names, codes) of a text column: ``codes`` (for ``start`` rows, None: all NO_CODE)
+    extended with ``values``; None while no row has a value."""
+    values = list(values or ())
+    new = tuple(sorted({v for v in values if v} - set(names)))
+    names = names + new
+    if codes is None and not new:
+        return names, None
+    index = {name: code for code, name in enumerate(names)}
+    added = np.array([index[v] if v else NO_CODE for v in values], dtype=np.int32)
+    before = codes if codes is not None else np.full(start, NO_CODE, dtype=np.int32)
+    return names, np.concatenate([before, added]) if len(added) else before
+
+
+def _extended(mine: np.ndarray | None, theirs: np.ndarray | None, start: int, count: int) -> np.ndarray | None:
+    """A NEWSROOM array over ``start`` rows extended by ``count`` rows (None: no value)."""
+    if mine is None and theirs is None:
+        return None
+    empty = (lambda n, like: np.zeros(n, bool) if like.dtype == bool else np.full(n, np.nan))
+    like = mine if mine is not None else theirs
+    return np.concatenate([mine if mine is not None else empty(start, like),
+                           theirs if theirs is not None else empty(count, like)])
 
 
 def _by_section(order: np.ndarray, codes: np.ndarray, n_sections: int) -> tuple[np.ndarray, ...]:

@@ -307,7 +307,7 @@ def _artifacts(gathered: Gathered, index: FaissIndex, lexical_model: LexicalMode
                      term_ids=prints.ids, term_weights=prints.weights, copy_sketches=sketches[0],
                      copy_shingles=sketches[1], neighbour_lists=lists, neighbour_overlap=overlap,
                      neighbour_copies=copy_bits, neighbour_beyond=beyond, lexical_offsets=postings.offsets,
-                     lexical_docs=postings.docs, lexical_weights=postings.weights)
+                     lexical_docs=postings.docs, lexical_weights=postings.weights, **gathered.newsroom_arrays())
 
 
 def _gate(report: BuildReport, root: Path, artifacts: Artifacts, index: FaissIndex, manifest: dict,

@@ -13,7 +13,7 @@ from ..articles import Article
 from ..embedding import EmbeddingCache, Encoder, normalise_rows
 from ..journal import Folded
 from ..sources import ArticleReader, RowError, Source
-from ..table import columns_of
+from ..table import NEWSROOM, columns_of, newsroom_of
 from .engine import Engine, LocalEngine
 from .features import FeatureCache, LexicalPass, sketches_of
 from .gate import NullBar
@@ -29,6 +29,7 @@ class Gathered:
         self.title_keys: list[np.ndarray] = []
         self.vectors: list = []  # arrays, or what Engine.embed returned until the engine finishes
         self.sketches: list[tuple[np.ndarray, np.ndarray]] = []
+        self.newsroom: dict[str, list[np.ndarray]] = {name: [] for name in NEWSROOM}
 
     def add(self, articles: Sequence[Article], vectors: object, sketches: tuple[np.ndarray, np.ndarray]) -> None:
         columns, published, title_keys = columns_of(articles)
@@ -38,6 +39,18 @@ class Gathered:
         self.title_keys.append(title_keys)
         self.vectors.append(vectors)
         self.sketches.append(sketches)
+        for name, values in newsroom_of(articles).items():
+            self.newsroom[name].append(values if values is not None else np.full(
+                len(articles), False if name == "do_not_recommend" else np.nan))
+
+    def newsroom_arrays(self) -> dict[str, np.ndarray | None]:
+        """The NEWSROOM arrays of every article gathered; None for a field none has."""
+        out = {}
+        for name, parts in self.newsroom.items():
+            values = np.concatenate(parts) if parts else None
+            empty = values is None or (not values.any() if values.dtype == bool else np.isnan(values).all())
+            out[name] = None if empty else values
+        return out
 
     def __len__(self) -> int:
         return len(self.columns.get("ids", ()))

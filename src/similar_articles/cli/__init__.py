@@ -1,4 +1,4 @@
-"""The `similar-articles` command: the library's build, recommend, info, evaluate and demo.
+"""The `similar-articles` command: the library's build, recommend, info, rules, evaluate and demo.
 
 Exit codes: 0 success, 1 failed (nothing published), 2 bad usage or input, 3 build
 refused by the quality gate (nothing published; --force publishes anyway).
@@ -20,6 +20,7 @@ from ..embedding.cache import PRUNE_AFTER_BUILDS
 from ..errors import ConfigError, SimilarArticlesError, UnknownArticleError
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_set, with_settings
 from .output import add_export, add_serve
+from .rules import add_rules
 
 
 
@@ -47,11 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_rollback(sub)
     add_export(sub)
     add_serve(sub)
+    add_rules(sub)
 
     rec = sub.add_parser("recommend", help="print the box for an indexed article")
     rec.add_argument("id", help="article id")
     rec.add_argument("--index", type=Path, required=True)
-    rec.add_argument("-k", type=int, default=2, help="box size (default 2)")
+    rec.add_argument("-k", type=int, default=None, help="box size (default: the section policy's, else 2)")
     rec.add_argument("--json", action="store_true", help="print JSON")
     add_set(rec, "for this run only (the index's own settings otherwise)")
     rec.set_defaults(run=_recommend)

@@ -22,7 +22,7 @@ def add_export(sub) -> None:
     export.add_argument("--layout", choices=("file", "per-article"), default="file",
                         help="per-article: one JSON file a box (OUT/<id>.json), rewritten only when it changed")
     export.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the file name")
-    export.add_argument("-k", type=int, default=2, help="box size (default 2)")
+    export.add_argument("-k", type=int, default=None, help="box size (default: the section policy's, else 2)")
     export.add_argument("--now", default=None,
                         help="ISO 8601 time the boxes are for (default: now); later articles are hidden")
     export.add_argument("--batch-size", type=int, default=1024, help="articles per batch (default 1024)")

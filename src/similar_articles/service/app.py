@@ -9,8 +9,6 @@ it. A background thread picks up new snapshots and other workers' live updates e
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import os
 import re
@@ -30,12 +28,12 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..recommender import Recommender
-from . import metrics, problems
+from . import editor, metrics, problems, rules_routes
+from .guard import TOKEN_ENV, authorise as _authorise, json_body as _json_body
 from .problems import Problem
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
-TOKEN_ENV = "SIMILAR_ARTICLES_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         return holder["rec"]
 
     def box_response(article_id: str, boxes_state, items) -> Response:
-        etag = f'"{boxes_state.manifest.get("version")}.{boxes_state.journal_seq}"'
+        etag = _etag(boxes_state)
         headers = {"ETag": etag, "Cache-Control": f"max-age={settings.cache_max_age}"
                    if settings.cache_max_age else "no-cache"}
         metrics.count_box(any(i.fallback for i in items))
@@ -96,7 +94,7 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
 
     def indexed_box(article_id: str, query: QueryParams, if_none_match: str | None) -> Response:
         state = rec().state
-        etag = f'"{state.manifest.get("version")}.{state.journal_seq}"'
+        etag = _etag(state)
         if _matches(if_none_match, etag) and article_id in rec():
             return Response(status_code=304, headers={"ETag": etag})
         k, options = _box_query(query)
@@ -160,6 +158,8 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
+    rules_routes.install(app, rec, settings.token, settings.max_body_bytes, settings.index)
+    editor.install(app, rec, settings.index)
     app.state.indexed_box = indexed_box
     return app
 
@@ -195,8 +195,8 @@ _BOX_PATH = re.compile(r"/v1/articles/([^/]+)/similar")
 # The query of a box route, parsed by _box_query (FastAPI's per-request parameter
 # machinery cost ~100 us a box, a fifth of the request); declared here for /docs.
 BOX_PARAMETERS = [
-    {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 2},
-     "description": "Items in the box"},
+    {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+     "description": "Items in the box (default: the section policy's k, else 2)"},
     {"name": "section", "in": "query", "schema": {"type": "array", "items": {"type": "string"}},
      "style": "form", "explode": True, "description": "Show only these sections (repeat the parameter)"},
     {"name": "exclude", "in": "query", "schema": {"type": "array", "items": {"type": "string"}},
@@ -214,7 +214,7 @@ def _box_query(query: QueryParams) -> tuple[Any, dict[str, Any]]:
         raise Problem(422, "Invalid parameter", f"unknown query parameter(s) {sorted(unknown)}; known: k, "
                       "section, exclude, max_age_days", field=sorted(unknown)[0])
     options: dict[str, Any] = {"exclude_ids": query.getlist("exclude"), "sections": query.getlist("section") or None}
-    k = _number(query, "k", int, 2)
+    k = _number(query, "k", int, None)  # None: the section policy's k, else 2
     max_age = _number(query, "max_age_days", float, None)
     if max_age is not None:
         options["max_age_days"] = max_age
@@ -232,41 +232,16 @@ def _number(query, name: str, kind: type, default: Any) -> Any:
                       field=name) from None
 
 
+def _etag(state) -> str:
+    """A box's validator: the snapshot, the live-update position and the rules version."""
+    return f'"{state.manifest.get("version")}.{state.journal_seq}.{state.rules.version}"'
+
+
 def _matches(if_none_match: str | None, etag: str) -> bool:
     """Whether an If-None-Match header (a list, weak tags allowed) names ``etag``."""
     if not if_none_match:
         return False
     return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in if_none_match.split(","))
-
-
-def _authorise(request: Request, token: str | None) -> None:
-    if not token:
-        raise Problem(403, "Writes are off", f"this service has no token, so it takes no updates; start it with "
-                      f"${TOKEN_ENV} set or --token-file PATH")
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-        raise Problem(401, "Unauthorised", "send the service's token as 'Authorization: Bearer <token>'",
-                      field="Authorization", headers={"WWW-Authenticate": "Bearer"})
-
-
-async def _json_body(request: Request, limit: int) -> Any:
-    """The request's JSON, refused with 413 past ``limit`` bytes (read no further)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "Body too large", f"the body has {declared} bytes; the limit is {limit} "
-                      "(send fewer articles a request)")
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise Problem(413, "Body too large", f"the body is over the limit of {limit} bytes "
-                          "(send fewer articles a request)")
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise Problem(400, "Malformed JSON", f"the body is not JSON ({exc}); send application/json",
-                      field="body") from None
 
 
 def _json(body: dict[str, Any]) -> Response:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ..errors import (ConfigError, IndexNotFoundError, InvalidArticleError, ModelMismatchError,
-                      SimilarArticlesError, UnknownArticleError)
+                      SimilarArticlesError, StorageError, UnknownArticleError)
 from ..journal import JournalError
 
 PROBLEM_TYPE = "application/problem+json"
@@ -47,6 +47,7 @@ LIBRARY_ERRORS: list[tuple[type[Exception], int, str]] = [
     (ConfigError, 422, "Invalid parameter"),
     (ModelMismatchError, 422, "Vectors from another model"),
     (JournalError, 503, "Live update not recorded"),
+    (StorageError, 503, "Not saved"),
     (IndexNotFoundError, 503, "No index loaded"),
     (SimilarArticlesError, 422, "Request refused"),
 ]
