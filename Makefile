@@ -7,24 +7,30 @@ BIN     = $(VENV)/bin
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install system-packages demo test bench clean
+# Debian packages only the tests need (`make test` installs them, as root or with sudo):
+# chromium and its driver, for the editors' page in a real browser.
+SYSTEM_PACKAGES = chromium chromium-driver
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@# The editors' page test runs a real headless chromium (Debian's packages).
-	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y chromium chromium-driver
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_INDEX) "$(TORCH)"   # first, so nothing pulls a CUDA torch
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
+system-packages:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  $(SUDO) apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); }
+
 demo: install
 	$(BIN)/similar-articles demo
 
-test: install
+test: install system-packages
 	$(BIN)/python -m pytest
 
 bench: install

@@ -4,7 +4,9 @@ Open it, search, open an article, pin an article into its box and see it there, 
 one, see a refused change explained; on a phone's width nothing scrolls sideways.
 
 The screenshot lands in the test's folder; with SIMILAR_ARTICLES_SCREENSHOT=PATH it is
-also written to PATH (docs/editor.png was made so)."""
+also written to PATH. (docs/editor.png shows the committed seed fixture instead, since
+the corpora's text is never committed: `similar-articles build tests/fixtures/seed_box.jsonl`,
+a pin and a block through the rules routes, then `chromium --headless --screenshot`.)"""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def server(tmp_path_factory, news100, news100_vectors, encoder):
 
 
 def _browser(width: int, height: int, *, mobile: bool = False) -> webdriver.Chrome:
-    assert CHROMIUM and DRIVER, "install Debian's chromium and chromium-driver (make install does)"
+    assert CHROMIUM and DRIVER, "install Debian's chromium and chromium-driver (`make test` does)"
     options = Options()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
