@@ -1,4 +1,4 @@
-"""The `similar-articles` command: the library's build, recommend, info, evaluate and demo.
+"""The `similar-articles` command: the library's build, add, remove, recommend, info, evaluate and demo.
 
 Exit codes: 0 success, 1 failed (nothing published), 2 bad usage or input, 3 build
 refused by the quality gate (nothing published; --force publishes anyway).
@@ -20,6 +20,7 @@ from ..embedding.cache import PRUNE_AFTER_BUILDS
 from ..errors import ConfigError, SimilarArticlesError, UnknownArticleError
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_set, with_settings
 from .output import add_export, add_serve
+from .update import add_update
 
 
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_rollback(sub)
     add_export(sub)
     add_serve(sub)
+    add_update(sub)
 
     rec = sub.add_parser("recommend", help="print the box for an indexed article")
     rec.add_argument("id", help="article id")
