@@ -52,7 +52,9 @@ class BoxMap:
     """Every table row's last known default box: picks (NO_PICK past the end), their
     kinds (0 related, else a fallback kind) and similarities; ``entry``: the lowest
     score a newcomer needs to be picked (-inf for a lacking box: any related newcomer
-    enters it); ``lacking``: the box is short or holds a fallback item. Rows of dead
+    enters it); ``reach``: the least similarity of its related picks (a newcomer more
+    similar enters the source's pool, which keeps the most similar, and may push that
+    pick out of it); ``lacking``: the box is short or holds a fallback item. Rows of dead
     articles hold NO_PICK. Arrays grow by doubling, so an update costs its rows only."""
 
     def __init__(self, k: int):
@@ -61,13 +63,14 @@ class BoxMap:
         self.kinds = np.zeros((0, k), np.int8)
         self.sims = np.zeros((0, k), np.float32)
         self.entry = np.zeros(0, np.float32)
+        self.reach = np.zeros(0, np.float32)
         self.lacking = np.zeros(0, bool)
 
     def grow(self, n: int) -> None:
         if n > len(self.entry):
             size = max(n, 2 * len(self.entry), 1024)
             for name, fill in (("picks", ranking.NO_PICK), ("kinds", 0), ("sims", 0), ("entry", np.inf),
-                               ("lacking", False)):
+                               ("reach", np.inf), ("lacking", False)):
                 old = getattr(self, name)
                 new = np.full((size, *old.shape[1:]), fill, old.dtype)
                 new[:len(old)] = old
@@ -77,10 +80,12 @@ class BoxMap:
     def put(self, rows: np.ndarray, block: RankedBlock, entry: np.ndarray) -> None:
         self.picks[rows], self.kinds[rows], self.sims[rows] = block.positions, block.kinds, block.similarities
         self.entry[rows] = entry
+        self.reach[rows] = np.where((block.kinds == 0) & (block.positions >= 0), block.similarities, np.inf).min(axis=1)
         self.lacking[rows] = (block.positions < 0).any(axis=1) | (block.kinds > 0).any(axis=1)
 
     def clear(self, rows: np.ndarray) -> None:
-        self.picks[rows], self.kinds[rows], self.entry[rows], self.lacking[rows] = ranking.NO_PICK, 0, np.inf, False
+        self.picks[rows], self.kinds[rows], self.lacking[rows] = ranking.NO_PICK, 0, False
+        self.entry[rows] = self.reach[rows] = np.inf
 
     def showing(self, positions: np.ndarray) -> np.ndarray:
         """Rows whose box shows any of ``positions``."""
@@ -187,16 +192,18 @@ class ChangeTracker:
         """For each added article, the existing articles whose box it could rank into."""
         out = []
         for a in added[state.table.alive[added]].tolist():
-            found, bound = _nearest(state, a, self.settings)
-            # Any other article scores the newcomer below ``bound``: only boxes whose
-            # entry is lower can take it, and those are scored too.
-            candidates = np.union1d(found, np.flatnonzero(self.map.entry[:old_n] <= bound + self._slack()))
+            found, bound, dense = _nearest(state, a, self.settings)
+            # Any other article scores the newcomer below ``bound`` and finds it less
+            # similar than ``dense``: only boxes whose entry or reach is lower can take
+            # it, and those are scored too.
+            candidates = np.union1d(found, np.flatnonzero((self.map.entry[:old_n] <= bound + self._slack()) |
+                                                          (self.map.reach[:old_n] <= dense + _SLACK)))
             candidates = candidates[(candidates < old_n) & state.table.alive[candidates]]
             if len(candidates):
-                score, related = self._newcomer(state, a, candidates, now)
+                score, related, cosines = self._newcomer(state, a, candidates, now)
                 lacking = self.map.lacking[candidates]
                 takes = np.where(lacking, related, related & (score >= self.map.entry[candidates] - self._slack()))
-                out.append(candidates[takes])
+                out.append(candidates[takes | (cosines >= self.map.reach[candidates] - _SLACK)])
         return out
 
     def _slack(self) -> float:
@@ -205,9 +212,9 @@ class ChangeTracker:
         return self.settings.freshness_margin + _SLACK
 
     def _newcomer(self, state: ServingState, a: int, sources: np.ndarray, now: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """The score article ``a`` gets in each source's box, and whether it passes
-        the related-item gates there (eligible, min_similarity, the floor)."""
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The score article ``a`` gets in each source's box, whether it passes the
+        related-item gates there (eligible, min_similarity, the floor), its cosines."""
         s, table = self.settings, state.table
         cosines = state.index.vectors(sources) @ state.index.vectors(np.array([a]))[0]
         relevance = cosines
@@ -228,7 +235,7 @@ class ChangeTracker:
         score = ranking.scores(relevance, (reference - table.published[a]) / ranking.SECONDS_PER_DAY, same,
                                freshness_margin=s.freshness_margin, half_life_days=s.half_life_days,
                                section_bonus=s.section_bonus)
-        return score, ok
+        return score, ok, cosines
 
     def _fallback_suspects(self, state: ServingState, moved: np.ndarray, now: float, old_n: int) -> list[np.ndarray]:
         """Lacking boxes whose fallback could show another recent article now that the
@@ -281,18 +288,18 @@ def _listing(state: ServingState, positions: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _nearest(state: ServingState, a: int, s: RankingConfig) -> tuple[np.ndarray, float]:
-    """Article ``a``'s nearest articles by both retrievers, and a score no other
-    article gives it: the dense search's last cosine blended with the least overlap
-    among the lexical finds, plus the largest bonuses (-inf when the search held every
-    article). The lexical part is as exact as the lexical retriever (it reads the
+def _nearest(state: ServingState, a: int, s: RankingConfig) -> tuple[np.ndarray, float, float]:
+    """Article ``a``'s nearest articles by both retrievers, a score no other article
+    gives it (the dense search's last cosine blended with the least overlap among the
+    lexical finds, plus the largest bonuses) and that last cosine (-inf when the
+    search held every article). The lexical part is as exact as the lexical retriever (it reads the
     postings of the newcomer's strongest terms), as the build's candidate lists are."""
     vector = state.index.vectors(np.array([a]))
     sims, found = state.index.search_many(vector, SEARCH_WIDTH + 1)
     sims, found = sims[0][found[0] >= 0], found[0][found[0] >= 0]
     if len(found) < min(SEARCH_WIDTH + 1, len(state.index)) or len(found) == len(state.index):
-        return found, -np.inf
-    bound = float(sims[-1])
+        return found, -np.inf, -np.inf
+    bound = dense = float(sims[-1])
     if state.features.lexical is not None and s.lexical_weight > 0:
         prints = state.features.prints(np.array([a]))
         least = 1.0  # no postings: no bound on the overlap
@@ -307,7 +314,7 @@ def _nearest(state: ServingState, a: int, s: RankingConfig) -> tuple[np.ndarray,
         # Articles added since the build are in no postings: all of them are scored.
         found = np.union1d(found, np.arange(state.listed_count(), len(state.index)))
         bound = ranking.blend(bound, least, s.lexical_weight)
-    return found, bound + s.freshness_margin + s.section_bonus
+    return found, bound + s.freshness_margin + s.section_bonus, dense
 
 
 def _edge(state: ServingState, order: np.ndarray, p: int, now: float, k: int, s: RankingConfig) -> np.ndarray | None:
