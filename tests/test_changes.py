@@ -36,6 +36,7 @@ def assert_reported_exactly(rec, change, k=2):
     update = change()
     after = every_box(rec, k)
     report = update.changed
+    assert report.complete  # every box the searches' bound left open was scored
     truth = {i for i in before if i in after and before[i] != after[i]}
     assert set(report.boxes) == truth - set(report.replaced)
     assert set(report.added) == set(after) - set(before)

@@ -21,7 +21,10 @@ CHANGE_KINDS = ("box", "added", "replaced", "removed")
 class ChangedBoxes:
     """The boxes one live update changed. ``boxes``: existing articles whose box
     changed; ``added`` / ``replaced``: articles the update indexed (a new box, or a
-    new version with a box that may differ); ``removed``: articles whose box is gone."""
+    new version with a box that may differ); ``removed``: articles whose box is gone.
+    ``complete``: False when an added article was close to so many boxes' entry
+    scores that only its nearest articles (and boxes with room) were scored: a box
+    taking it from further away could be missing (docs/changes.md)."""
 
     seq: int
     k: int
@@ -30,6 +33,7 @@ class ChangedBoxes:
     added: tuple[str, ...] = ()
     replaced: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    complete: bool = True
     at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
     def records(self) -> list[dict[str, Any]]:
@@ -40,7 +44,7 @@ class ChangedBoxes:
     def to_dict(self) -> dict[str, Any]:
         """The webhook's payload and a line of changes.jsonl (docs/http.md)."""
         return {"event": "boxes.changed", "live_update": self.seq, "snapshot": self.snapshot, "k": self.k,
-                "at": self.at, "boxes": [{"id": r["id"], "change": r["change"]} for r in self.records()]}
+                "at": self.at, "complete": self.complete, "boxes": [{"id": r["id"], "change": r["change"]} for r in self.records()]}
 
     def __len__(self) -> int:
         return len(self.boxes) + len(self.added) + len(self.replaced) + len(self.removed)

@@ -44,6 +44,8 @@ from .pools import MAX_UNLISTED, RankedBlock, Request, indexed_sources, rank_blo
 from .state import ServingState
 
 SEARCH_WIDTH = 64  # nearest articles of an added one scored first (they bound the rest)
+MAX_WIDTH = 256  # the widest such search, when the bound leaves too many
+MAX_BOUNDED = 20_000  # other articles scored against an added one at most (~0.5 us each)
 BLOCK = 1024
 _NONE = np.zeros(0, np.int64)
 
@@ -52,9 +54,10 @@ class BoxMap:
     """Every table row's last known default box: picks (NO_PICK past the end), their
     kinds (0 related, else a fallback kind) and similarities; ``entry``: the lowest
     score a newcomer needs to be picked (-inf for a lacking box: any related newcomer
-    enters it); ``reach``: the least similarity of its related picks (a newcomer more
-    similar enters the source's pool, which keeps the most similar, and may push that
-    pick out of it); ``lacking``: the box is short or holds a fallback item. Rows of dead
+    enters it); ``reach``: the least similarity of its related picks that a newcomer
+    can push out of the pool (which keeps the most similar): any pick of an article
+    added since the build (its pool is a search), picks added since the build of the
+    others (their pools keep the most similar added articles beside the list); ``lacking``: the box is short or holds a fallback item. Rows of dead
     articles hold NO_PICK. Arrays grow by doubling, so an update costs its rows only."""
 
     def __init__(self, k: int):
@@ -77,10 +80,11 @@ class BoxMap:
                 setattr(self, name, new)
         self.n = max(self.n, n)
 
-    def put(self, rows: np.ndarray, block: RankedBlock, entry: np.ndarray) -> None:
+    def put(self, rows: np.ndarray, block: RankedBlock, entry: np.ndarray, listed: int) -> None:
         self.picks[rows], self.kinds[rows], self.sims[rows] = block.positions, block.kinds, block.similarities
         self.entry[rows] = entry
-        self.reach[rows] = np.where((block.kinds == 0) & (block.positions >= 0), block.similarities, np.inf).min(axis=1)
+        pushed = (block.kinds == 0) & (block.positions >= 0) & ((rows[:, None] >= listed) | (block.positions >= listed))
+        self.reach[rows] = np.where(pushed, block.similarities, np.inf).min(axis=1)
         self.lacking[rows] = (block.positions < 0).any(axis=1) | (block.kinds > 0).any(axis=1)
 
     def clear(self, rows: np.ndarray) -> None:
@@ -121,7 +125,7 @@ class ChangeTracker:
         now = self._now()
         with ThreadPoolExecutor(max(1, parallel.worker_count())) as pool:
             for block, (ranked, entry) in zip(blocks, pool.map(lambda b: self._rank(state, b, now, False), blocks)):
-                self.map.put(block, ranked, entry)
+                self.map.put(block, ranked, entry, state.listed_count())
 
     def _rank(self, state: ServingState, rows: np.ndarray, now: float, all_cores: bool = True
               ) -> tuple[RankedBlock, np.ndarray]:
@@ -158,53 +162,67 @@ class ChangeTracker:
         self.map.grow(new_n)
         added = np.arange(old_n, new_n)
         killed = np.flatnonzero(before.table.alive & ~table.alive[:old_n])
+        complete = True
         if _all_searched(after) and not _all_searched(before):  # every pool just became a search
             suspects = np.arange(old_n)
         else:
+            taking, complete = self._taking(after, added, now, old_n)
             suspects = np.unique(np.concatenate([
-                self.map.showing(killed), _listing(before, killed), *self._taking(after, added, now, old_n),
+                self.map.showing(killed), _listing(before, killed), *taking,
                 *self._fallback_suspects(before, killed, now, old_n), *self._fallback_suspects(after, added, now, old_n)]))
         suspects = suspects[table.alive[suspects]] if len(suspects) else _NONE
         changed = _NONE
         if len(suspects):
-            ranked, entry = self._rank(after, suspects, now)
+            ranked, entry = self._rank(after, suspects, now, len(suspects) > 256)  # few: one core is faster
             differs = (ranked.positions != self.map.picks[suspects]).any(axis=1) | \
                 (ranked.kinds != self.map.kinds[suspects]).any(axis=1)
             changed = suspects[differs]
-            self.map.put(suspects, ranked, entry)
+            self.map.put(suspects, ranked, entry, after.listed_count())
         self.map.clear(killed)
         new = added[table.alive[added]]
         if len(new):
-            self.map.put(new, *self._rank(after, new, now))
+            self.map.put(new, *self._rank(after, new, now, len(new) > 256), after.listed_count())
         old = before.table.positions.get_many(table.ids[new].tolist()) if len(new) else _NONE
         replaced = (old >= 0) & before.table.alive[np.maximum(old, 0)] if len(new) else np.zeros(0, bool)
         back = set(table.ids[new].tolist())
         report = ChangedBoxes(
             seq, self.k, after.manifest.get("version"), tuple(table.ids[changed].tolist()),
             tuple(table.ids[new[~replaced]].tolist()), tuple(table.ids[new[replaced]].tolist()),
-            tuple(i for i in before.table.ids[killed].tolist() if i not in back))
+            tuple(i for i in before.table.ids[killed].tolist() if i not in back), complete)
         self.recent.append(report)
         if own and self.log is not None:
             append_changes(self.log, report)
         return report
 
-    def _taking(self, state: ServingState, added: np.ndarray, now: float, old_n: int) -> list[np.ndarray]:
-        """For each added article, the existing articles whose box it could rank into."""
-        out = []
+    def _taking(self, state: ServingState, added: np.ndarray, now: float, old_n: int
+                ) -> tuple[list[np.ndarray], bool]:
+        """For each added article, the existing articles whose box it could rank into;
+        and whether every such article was scored (see ChangedBoxes.complete)."""
+        out, complete = [], True
         for a in added[state.table.alive[added]].tolist():
-            found, bound, dense = _nearest(state, a, self.settings)
-            # Any other article scores the newcomer below ``bound`` and finds it less
-            # similar than ``dense``: only boxes whose entry or reach is lower can take
-            # it, and those are scored too.
-            candidates = np.union1d(found, np.flatnonzero((self.map.entry[:old_n] <= bound + self._slack()) |
-                                                          (self.map.reach[:old_n] <= dense + _SLACK)))
+            width = SEARCH_WIDTH
+            while True:
+                found, bound, dense = _nearest(state, a, self.settings, width)
+                # Any other article scores the newcomer below ``bound`` and finds it
+                # less similar than ``dense``: only boxes whose entry or reach is lower
+                # can take it; those are scored too, unless a wider search is needed to
+                # keep them few.
+                bounded = np.setdiff1d(np.flatnonzero((self.map.entry[:old_n] <= bound + self._slack()) |
+                                                      (self.map.reach[:old_n] <= dense + _SLACK)), found)
+                if len(bounded) <= MAX_BOUNDED or width >= MAX_WIDTH:
+                    break
+                width *= 4
+            if len(bounded) > MAX_BOUNDED:
+                complete = False  # boxes any related newcomer enters, and reachable picks, are still scored
+                bounded = bounded[self.map.lacking[bounded] | (self.map.reach[bounded] <= dense + _SLACK)]
+            candidates = np.union1d(found, bounded)
             candidates = candidates[(candidates < old_n) & state.table.alive[candidates]]
             if len(candidates):
                 score, related, cosines = self._newcomer(state, a, candidates, now)
                 lacking = self.map.lacking[candidates]
                 takes = np.where(lacking, related, related & (score >= self.map.entry[candidates] - self._slack()))
                 out.append(candidates[takes | (cosines >= self.map.reach[candidates] - _SLACK)])
-        return out
+        return out, complete
 
     def _slack(self) -> float:
         """How far a known box's scores may have drifted since it was ranked: its items'
@@ -219,9 +237,10 @@ class ChangeTracker:
         cosines = state.index.vectors(sources) @ state.index.vectors(np.array([a]))[0]
         relevance = cosines
         if state.features.lexical is not None and s.lexical_weight > 0:
-            prints, own = state.features.prints(sources), state.features.prints(np.array([a]))
-            overlap = overlaps(prints.ids, prints.weights, np.broadcast_to(own.ids, (len(sources), *own.ids.shape)),
-                               np.broadcast_to(own.weights, (len(sources), *own.weights.shape)))[:, 0]
+            # The overlap is a cosine of fingerprints: the newcomer's row against all
+            # the sources at once costs one table, not one a source.
+            theirs, own = state.features.prints(sources), state.features.prints(np.array([a]))
+            overlap = overlaps(own.ids, own.weights, theirs.ids[None], theirs.weights[None])[0]
             relevance = ranking.blend(cosines, overlap, s.lexical_weight)
         published = table.published[sources]
         reference = np.where(np.isnan(published), now, published) if s.recency_reference == "article" else \
@@ -288,23 +307,23 @@ def _listing(state: ServingState, positions: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _nearest(state: ServingState, a: int, s: RankingConfig) -> tuple[np.ndarray, float, float]:
+def _nearest(state: ServingState, a: int, s: RankingConfig, width: int) -> tuple[np.ndarray, float, float]:
     """Article ``a``'s nearest articles by both retrievers, a score no other article
     gives it (the dense search's last cosine blended with the least overlap among the
     lexical finds, plus the largest bonuses) and that last cosine (-inf when the
     search held every article). The lexical part is as exact as the lexical retriever (it reads the
     postings of the newcomer's strongest terms), as the build's candidate lists are."""
     vector = state.index.vectors(np.array([a]))
-    sims, found = state.index.search_many(vector, SEARCH_WIDTH + 1)
+    sims, found = state.index.search_many(vector, width + 1)
     sims, found = sims[0][found[0] >= 0], found[0][found[0] >= 0]
-    if len(found) < min(SEARCH_WIDTH + 1, len(state.index)) or len(found) == len(state.index):
+    if len(found) < min(width + 1, len(state.index)) or len(found) == len(state.index):
         return found, -np.inf, -np.inf
     bound = dense = float(sims[-1])
     if state.features.lexical is not None and s.lexical_weight > 0:
         prints = state.features.prints(np.array([a]))
         least = 1.0  # no postings: no bound on the overlap
         if state.postings is not None and len(state.postings.docs):
-            finds = retrieval.search(state.postings, prints, SEARCH_WIDTH, exclude=np.array([a]))[0]
+            finds = retrieval.search(state.postings, prints, width, exclude=np.array([a]))[0]
             finds = finds[finds >= 0]
             least = 0.0
             if len(finds):
