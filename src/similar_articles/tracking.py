@@ -44,8 +44,7 @@ from .pools import MAX_UNLISTED, RankedBlock, Request, indexed_sources, rank_blo
 from .state import ServingState
 
 SEARCH_WIDTH = 64  # nearest articles of an added one scored first (they bound the rest)
-MAX_WIDTH = 256  # the widest such search, when the bound leaves too many
-MAX_BOUNDED = 20_000  # other articles scored against an added one at most (~0.5 us each)
+MAX_BOUNDED = 4096  # other articles scored against an added one at most (~0.5 us each)
 BLOCK = 1024
 _NONE = np.zeros(0, np.int64)
 
@@ -200,22 +199,17 @@ class ChangeTracker:
         and whether every such article was scored (see ChangedBoxes.complete)."""
         out, complete = [], True
         for a in added[state.table.alive[added]].tolist():
-            width = SEARCH_WIDTH
-            while True:
-                found, bound, dense = _nearest(state, a, self.settings, width)
-                # Any other article scores the newcomer below ``bound`` and finds it
-                # less similar than ``dense``: only boxes whose entry or reach is lower
-                # can take it; those are scored too, unless a wider search is needed to
-                # keep them few.
-                bounded = np.setdiff1d(np.flatnonzero((self.map.entry[:old_n] <= bound + self._slack()) |
-                                                      (self.map.reach[:old_n] <= dense + _SLACK)), found)
-                if len(bounded) <= MAX_BOUNDED or width >= MAX_WIDTH:
-                    break
-                width *= 4
-            if len(bounded) > MAX_BOUNDED:
+            found, bound, dense = _nearest(state, a, self.settings, SEARCH_WIDTH)
+            # Any other article scores the newcomer below ``bound`` and finds it less
+            # similar than ``dense``: only boxes whose entry or reach is lower can take
+            # it; those are scored too, unless there are too many.
+            reachable = self.map.reach[:old_n] <= dense + _SLACK
+            wanted = (self.map.entry[:old_n] <= bound + self._slack()) | reachable
+            if np.count_nonzero(wanted) > MAX_BOUNDED + len(found):
                 complete = False  # boxes any related newcomer enters, and reachable picks, are still scored
-                bounded = bounded[self.map.lacking[bounded] | (self.map.reach[bounded] <= dense + _SLACK)]
-            candidates = np.union1d(found, bounded)
+                wanted = self.map.lacking[:old_n] | reachable
+            wanted[found[found < old_n]] = True
+            candidates = np.flatnonzero(wanted)
             candidates = candidates[(candidates < old_n) & state.table.alive[candidates]]
             if len(candidates):
                 score, related, cosines = self._newcomer(state, a, candidates, now)
