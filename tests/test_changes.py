@@ -172,3 +172,16 @@ def test_export_changed_rewrites_exactly_the_changed_boxes(tmp_path, news100, ne
     capsys.readouterr()
     assert main([*export, "--out", str(out), "--changed"]) == 0
     assert "99 boxes ranked for" in capsys.readouterr().err
+
+
+def test_an_added_article_changes_only_the_boxes_that_show_it(rec, news100):
+    """An article added since the build joins every pool beside the build's list; it
+    never pushes a list member (a lexical find may be far by cosine) out of one: a box
+    that does not show a newcomer stays as it was (old newcomers: no fallback moves)."""
+    old = datetime(2015, 1, 1, tzinfo=timezone.utc)
+    before = every_box(rec)
+    update = rec.add([new_row(news100, i, (i * 7) % 100, old - timedelta(days=i), tag="old") for i in range(0, 100, 4)])
+    after = every_box(rec)
+    added = set(update.changed.added)
+    showing = {i for i in before if {item[0] for item in after[i]} & added}
+    assert {i for i in before if before[i] != after[i]} == showing == set(update.changed.boxes)
