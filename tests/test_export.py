@@ -13,6 +13,7 @@ import pytest
 
 from similar_articles import Recommender
 from similar_articles.errors import ConfigError
+from similar_articles.export import EXPORT_MARK
 
 NOW = datetime(2017, 6, 1, tzinfo=timezone.utc)
 PARENT = os.getpid()
@@ -264,11 +265,11 @@ def test_per_article_files_are_the_boxes_and_a_rerun_rewrites_only_the_changed(t
             "--now", NOW.isoformat(), "--batch-size", "16"]
     assert main(args) == 0
     assert "100 boxes" in (err := capsys.readouterr().err) and "100 written, 0 unchanged, 0 deleted" in err
-    files = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
+    files = {p.name: json.loads(p.read_text()) for p in out.glob("[!.]*.json")}
     expected = _expected_lines(rec)
     assert files == {quote(line["id"], safe="") + ".json": json.loads(json.dumps(line)) for line in expected}
-    assert "2017%2F" + rows[0]["id"].split("/")[1] + ".json" in files and not list(out.glob(".*"))
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert "2017%2F" + rows[0]["id"].split("/")[1] + ".json" in files and [p.name for p in out.glob(".*")] == [EXPORT_MARK]  # no staging file left
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("[!.]*.json")}
     assert changed_files_after(main, args, capsys) == "0 written, 100 unchanged, 0 deleted"
     # Remove one article: its file goes, the boxes that showed it change, the rest stay as they were.
     gone = expected[5]["id"]
@@ -278,6 +279,6 @@ def test_per_article_files_are_the_boxes_and_a_rerun_rewrites_only_the_changed(t
     changed = {quote(line["id"], safe="") + ".json" for line in expected
                if gone in [item["id"] for item in line["box"]]}
     assert f"{len(changed)} written, {99 - len(changed)} unchanged, 1 deleted" in err
-    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("[!.]*.json")}
     assert quote(gone, safe="") + ".json" not in after
     assert {name for name in after if after[name] != stamps[name]} == changed

@@ -36,11 +36,11 @@ def _free_port() -> int:
 class Server:
     """`similar-articles serve` in its own process group, stopped by SIGTERM."""
 
-    def __init__(self, index: Path, *, workers: int = 1, token_file: Path | None = None):
+    def __init__(self, index: Path, *, workers: int = 1, token_file: Path | None = None, extra: tuple = ()):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "similar_articles.cli", "serve", "--index", str(index),
-                   "--port", str(self.port), "--workers", str(workers), "--cache-max-age", "30"]
+                   "--port", str(self.port), "--workers", str(workers), "--cache-max-age", "30", *extra]
         if token_file:
             command += ["--token-file", str(token_file)]
         env = {k: v for k, v in os.environ.items() if k != "SIMILAR_ARTICLES_TOKEN"}

@@ -16,14 +16,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import ranking
-from .config import RankingConfig, replace_ranking
-from .errors import ConfigError
+from .config import RankingConfig, check_k as check_box_size, replace_ranking
 from .pools import RankedBlock, Request, Sources, eligible, rank_block, subset
 from .rules import DEFAULT_POLICY, Rules
 from .state import ServingState
 
 DEFAULT_K = 2
-MAX_K = 100
 PINNED_KIND = 3  # RankedBlock.kinds of a pinned item (0 related, 1-2 fallback: pools.FALLBACK_KINDS)
 _RANKING_KEYS = ("half_life_days", "max_age_days")
 
@@ -176,16 +174,7 @@ def rank(state: ServingState, sources: Sources, call: Request, k: int | None, ba
 
 def check_k(k: Any) -> int | None:
     """A call's box size, checked (None: the policy's)."""
-    if k is None:
-        return None
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ConfigError(f"k={k!r} is invalid: give the number of articles as an integer")
-    if k < 1:
-        raise ConfigError(f"k={k} is invalid: a box holds at least 1 article")
-    if k > MAX_K:
-        raise ConfigError(f"k={k} is more than a box can show (at most {MAX_K}); for every article's "
-                          "box at once use the `similar-articles export` command")
-    return int(k)
+    return None if k is None else check_box_size(k)
 
 
 def _request(call: Request, plan: Plan | None, k: int | None, base: RankingConfig,

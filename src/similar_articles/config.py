@@ -6,8 +6,11 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+from datetime import datetime, timezone
 
 from .errors import ConfigError
 
@@ -314,3 +317,28 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
         settings[name.strip()] = value
     replace_ranking(RankingConfig(), settings)  # unknown names and bad values fail here, named
     return settings
+
+
+MAX_K = 100  # the largest box a call may ask for
+
+def as_utc(when: datetime | None) -> datetime:
+    """``now``: the clock if None, a naive time read as UTC (as naive article dates and
+    the CLI's --now are); anything but a datetime is refused rather than guessed at."""
+    if when is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(when, datetime):
+        raise ConfigError(f"now={when!r} is a {type(when).__name__}: give a datetime (a naive one is read "
+                          "as UTC), e.g. datetime(2019, 2, 1, 12, 0, tzinfo=timezone.utc)")
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
+def check_k(k: Any) -> int:
+    """A box size: an int from 1 to MAX_K."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ConfigError(f"k={k!r} is invalid: give the number of articles as an integer")
+    if k < 1:
+        raise ConfigError(f"k={k} is invalid: a box holds at least 1 article")
+    if k > MAX_K:
+        raise ConfigError(f"k={k} is more than a box can show (at most {MAX_K}); for every article's "
+                          "box at once use the `similar-articles export` command")
+    return int(k)

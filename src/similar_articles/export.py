@@ -21,11 +21,14 @@ from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 from . import parallel
+from .changes import CHANGES_FILE, read_changes
+from .config import Config
 from .errors import ConfigError
 from .recommender import Recommender
 from .results import Recommendation
 
 FORMATS = ("jsonl", "parquet")
+EXPORT_MARK = ".similar-articles-export.json"  # in a per-article folder: what it was last made from
 
 
 def format_of(path: Path) -> str:
@@ -69,19 +72,32 @@ def write_boxes(rec: Recommender, out: str | os.PathLike, *, fmt: str | None = N
 
 
 def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int | None = None, now: datetime | None = None,
-                    batch_size: int = 1024, processes: int | None = None,
-                    progress: bool | None = None) -> dict[str, int]:
+                    batch_size: int = 1024, processes: int | None = None, progress: bool | None = None,
+                    changed: bool = False) -> dict[str, int]:
     """One JSON file a box, ``folder/<id>.json`` (the id percent-encoded, as PHP's
     ``rawurlencode`` does), for a CDN or PHP to read. Each file is replaced atomically,
     and only when its box changed, so a rerun touches (and a CDN purges) only those;
-    files of articles no longer in the index are deleted. Returns the counts: boxes,
-    written, unchanged, deleted."""
+    files of articles no longer in the index are deleted. Returns the counts: boxes
+    (ranked), written, unchanged, deleted, and changed_only (1 when only the changed
+    boxes were ranked).
+
+    changed: rank only the boxes the live updates since this folder's last export
+        changed, as INDEX/changes.jsonl lists them (docs/changes.md). Every box is
+        ranked instead when that cannot be known: a first export, a new snapshot,
+        another k or other settings than the index's, or an update made by a process
+        that did not track changes.
+    """
     _check_batching(batch_size, processes)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    root = rec.root
     pinned = rec.pinned()
-    ids = pinned.ids()
-    counts = {"boxes": len(ids), "written": 0, "unchanged": 0, "deleted": 0}
+    state = pinned.state
+    mark = {"snapshot": state.manifest.get("version"), "live_update": state.journal_seq, "k": k,
+            "settings": pinned.config.ranking.changed_from_defaults()}
+    only = _changed_since(root, folder / EXPORT_MARK, mark, state.manifest) if changed else None
+    ids = pinned.ids() if only is None else [i for i in pinned.ids() if i in only[0]]
+    counts = {"boxes": len(ids), "written": 0, "unchanged": 0, "deleted": 0, "changed_only": int(only is not None)}
     for files in _encoded(pinned, ids, _box_files, k, now, batch_size, processes, progress):
         for name, data in files:
             path = folder / name
@@ -91,16 +107,38 @@ def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int | Non
                     continue
             except FileNotFoundError:
                 pass
-            staging = folder / f".{name}.{os.getpid()}.tmp"
-            staging.write_bytes(data)
-            os.replace(staging, path)
+            _replace(path, data)
             counts["written"] += 1
-    wanted = {box_file_name(i) for i in ids}
-    for path in folder.glob("*.json"):
-        if path.name not in wanted:
+    if only is None:
+        wanted = {box_file_name(i) for i in ids}
+        gone = [path for path in folder.glob("*.json") if path.name not in wanted and path.name != EXPORT_MARK]
+    else:
+        gone = [folder / box_file_name(i) for i in only[1] if i not in pinned]
+    for path in gone:
+        if path.exists():
             path.unlink(missing_ok=True)
             counts["deleted"] += 1
+    _replace(folder / EXPORT_MARK, json.dumps(mark).encode("utf-8"))
     return counts
+
+
+def _changed_since(root: Path | None, mark_path: Path, mark: dict, manifest: dict) -> tuple[set, set] | None:
+    """(ids to rank, ids whose files go) since the export recorded at ``mark_path``,
+    or None when every box must be ranked (see write_box_files)."""
+    try:
+        last = json.loads(mark_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    own = Config.from_dict(manifest.get("config") or {}).ranking.changed_from_defaults()
+    if root is None or mark["settings"] != own or any(last.get(key) != mark[key] for key in ("snapshot", "k", "settings")):
+        return None
+    return read_changes(root / CHANGES_FILE, int(last["live_update"]), mark["live_update"], mark["snapshot"], mark["k"])
+
+
+def _replace(path: Path, data: bytes) -> None:
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_bytes(data)
+    os.replace(staging, path)
 
 
 def box_file_name(article_id: str) -> str:

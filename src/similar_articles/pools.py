@@ -111,13 +111,14 @@ def rank_block(state: ServingState, sources: Sources, request: Request, *, searc
     if 0 < listed.sum() < len(listed):  # a block of one kind at a time
         return _split(state, sources, request, listed, {"fetch": fetch}, {"search": True, "fetch": fetch})
     positions, exhausted = _pool(state, sources, fetch, bool(listed.any()))
-    keep = fetch if listed.any() else positions.shape[1]  # a search's lexical finds are kept whatever their cosine
 
     bulk = request.all_cores and len(positions) >= 32  # below that, OpenMP's start costs more than it saves
     rows, where = index.read_rows(positions, all_cores=bulk)
     sims = index.products_at(sources.vectors, rows, where, all_cores=bulk)
     beyond = _beyond(state, sources, positions, sims, fetch, bool(listed.any()))
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :keep]
+    order = np.argsort(-sims, axis=1, kind="stable")  # a search's lexical finds are kept whatever their cosine
+    if listed.any():
+        order = _kept(order, fetch, state.neighbours.width)
     each = np.arange(len(order))[:, None]
     positions, sims, where = positions[each, order], sims[each, order], where[each, order]
     # Each pool member's slot in its source's list, for the stored pair features; -1 if none.
@@ -181,6 +182,19 @@ def _pool(state: ServingState, sources: Sources, fetch: int, listed: bool) -> tu
     if not len(added):
         return rows.astype(np.int64), exhausted
     return np.hstack([rows, np.broadcast_to(added, (len(rows), len(added)))]).astype(np.int64), exhausted
+
+
+def _kept(order: np.ndarray, fetch: int, width: int) -> np.ndarray:
+    """The columns a listed pool keeps, most similar first: its ``fetch`` most similar
+    list members and ``fetch`` most similar articles added since the build, so that an
+    added article never pushes a list member (a lexical find may have a low cosine)
+    out of the pool: one article added changed 1.7% of all boxes at 100k that way."""
+    listed = order < width
+    rank = np.where(listed, np.cumsum(listed, axis=1), np.cumsum(~listed, axis=1)) - 1
+    count = min(width, fetch) + min(order.shape[1] - width, fetch)
+    if count == order.shape[1]:
+        return order
+    return np.take_along_axis(order, np.argsort(rank >= fetch, axis=1, kind="stable")[:, :count], axis=1)
 
 
 def _beyond(state: ServingState, sources: Sources, positions: np.ndarray, sims: np.ndarray, fetch: int,

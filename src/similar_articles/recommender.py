@@ -9,9 +9,8 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -21,8 +20,9 @@ from . import boxrules, parallel
 from .articles import Article, parse_articles
 from .artifacts import read_artifacts
 from .batch import build_articles
-from .config import Config, replace_ranking
-from .embedding import Encoder, SentenceTransformerEncoder, normalise_rows
+from .changes import CHANGES_FILE, ChangedBoxes, Update
+from .config import Config, as_utc, check_k, replace_ranking
+from .embedding import Encoder, RememberedVectors, SentenceTransformerEncoder, normalise_rows
 from .errors import ConfigError, InvalidArticleError, ModelMismatchError
 from .journal import Journal, Record, add_record, as_record, remove_record
 from .pools import Request, Sources, indexed_sources, unseen_sources
@@ -31,10 +31,10 @@ from .rules import Rules
 from .rulesfile import Watcher
 from .snapshot import CURRENT, resolve_snapshot_dir
 from .state import ServingState
+from .tracking import ChangeTracker
 
 log = logging.getLogger(__name__)
 
-UNSEEN_VECTORS_KEPT = 1024  # unseen articles whose vectors are remembered (1.5 MB at 384 dims)
 ArticleLike = Article | Mapping[str, Any]
 
 
@@ -54,7 +54,8 @@ class Recommender:
         self._next_check = time.monotonic() + (reload_interval or 0)
         self._reloading = threading.Lock()
         self._writing = threading.Lock()  # add/remove/reload: one new state at a time
-        self._unseen_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._unseen_vectors = RememberedVectors()
+        self._tracker: ChangeTracker | None = None
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -122,7 +123,10 @@ class Recommender:
         with self._writing:
             state = state.with_rules(self._state.rules, self._state.labels)  # they live beside the snapshots
             records = self._journal.follow(state.journal_seq, from_start=True)
-            self._state = self._applied(state, records)[0]  # one swap: calls in flight keep the old one
+            state = self._applied(state, records, tracked=False)[0]
+            if self._tracker is not None:  # rows moved: every box is ranked again, nothing reported
+                self._tracker.reset(state)
+            self._state = state  # one swap: calls in flight keep the old one
         log.info("similar-articles: now serving %s", folder)
         return True
 
@@ -163,15 +167,18 @@ class Recommender:
         self._read_rules()
         return self._state.rules
 
-    def _applied(self, state: ServingState, records: list[Record]) -> tuple[ServingState, dict[int, int]]:
-        """``state`` with ``records`` applied in order, and each record's count; its rules
-        compiled now, off the calls' path."""
-        counts = {}
-        for record in records:
-            if record.seq > state.journal_seq:
-                state, counts[record.seq] = state.with_record(record, self.encoder.model_id)
-        boxrules.compiled(state)
-        return state, counts
+    def _applied(self, state: ServingState, records: list[Record], *, own: int = -1,
+                 tracked: bool = True) -> tuple[ServingState, dict[int, Update]]:
+        """``state`` with ``records`` applied in order, and each record's Update (with
+        the boxes it changed when tracking; ``own``: the seq this process wrote)."""
+        updates, tracker = {}, self._tracker if tracked else None
+        for record in (r for r in records if r.seq > state.journal_seq):
+            new, count = state.with_record(record, self.encoder.model_id)
+            updates[record.seq] = Update(count, record.seq, tracker and tracker.update(state, new, record.seq,
+                                                                                       own=record.seq == own))
+            state = new
+        boxrules.compiled(state)  # the rules compiled now, off the calls' path
+        return state, updates
 
     def _serving(self) -> ServingState:
         """The state this call reads; at most every reload_interval seconds, a check for
@@ -199,6 +206,19 @@ class Recommender:
         warm = Article.from_row({"id": "warm-up", "title": "Warm up the model"})
         unseen_sources(self._state, warm, self._vector_of(self._state, warm))
 
+    def track_changes(self, k: int = 2, *, now: datetime | None = None) -> "Recommender":
+        """Work out the ``k``-item boxes each update changes from now on (``Update.changed``;
+        :meth:`changed_boxes`; docs/changes.md). Ranks every box now (~40 s a million
+        articles on 2 cores) and after a reload. now: a fixed time (default: the clock)."""
+        with self._writing:
+            self._tracker = ChangeTracker(self._state, self.config.ranking, check_k(k), now=now and as_utc(now),
+                                          log=self._root and self._root / CHANGES_FILE)
+        return self
+
+    def changed_boxes(self) -> list[ChangedBoxes]:
+        """The latest 256 updates' changed boxes, oldest first (this process's and followed ones)."""
+        return list(self._tracker.recent) if self._tracker is not None else []
+
     def pinned(self) -> "Recommender":
         """A view of the state served now that never reloads: a long job (an export)
         sees one snapshot from start to end while this recommender moves on."""
@@ -220,6 +240,8 @@ class Recommender:
     @property
     def manifest(self) -> dict:
         return self._state.manifest
+
+    root = property(lambda self: self._root, doc="The index folder (None for a snapshot folder).")
 
     @property
     def path(self) -> Path | None:
@@ -281,7 +303,7 @@ class Recommender:
         boxrules.check_k(k)
         state = self._serving()
         positions = state.table.require(list(ids))
-        now = _utc(now)
+        now = as_utc(now)
         # Iterables are read once, for every block.
         exclude_ids = exclude_ids if isinstance(exclude_ids, str) else tuple(exclude_ids)
         sections = sections if sections is None or isinstance(sections, str) else tuple(sections)
@@ -303,7 +325,7 @@ class Recommender:
         """The one ranking path, from a call's arguments to its Recommendations."""
         k = boxrules.check_k(k)
         settings = replace_ranking(self.config.ranking, overrides)
-        now_ts = _utc(now).timestamp()
+        now_ts = as_utc(now).timestamp()
         if isinstance(exclude_ids, str):
             raise ConfigError(f"exclude_ids={exclude_ids!r} is a single string: give a list of ids")
         if isinstance(sections, str):
@@ -316,15 +338,8 @@ class Recommender:
         return recommendations(table, ranked, sources.published, source_sections, now_ts, state.labels)
 
     def _vector_of(self, state: ServingState, article: Article) -> np.ndarray:
-        """An unseen article's vector: encoded, or remembered by content hash (a new
-        article's box is asked for on every page view until the nightly build indexes
-        it, and encoding is ~40 ms of such a call)."""
-        vector = self._unseen_vectors.get(article.content_hash)
-        if vector is None:
-            vector = self.encoder.encode_articles([article])[0]
-            self._unseen_vectors[article.content_hash] = vector
-            while len(self._unseen_vectors) > UNSEEN_VECTORS_KEPT:
-                self._unseen_vectors.popitem(last=False)
+        """An unseen article's vector, encoded or remembered."""
+        vector = self._unseen_vectors.of(article, self.encoder)
         if vector.shape[0] != state.index.dim:
             raise ModelMismatchError(
                 f"the encoder makes {vector.shape[0]}-dimensional vectors but the index holds {state.index.dim}-"
@@ -332,14 +347,14 @@ class Recommender:
         return vector
 
     # ------------------------------------------------------------ between rebuilds
-    def add(self, rows: Iterable[ArticleLike], *, embeddings: np.ndarray | None = None) -> int:
+    def add(self, rows: Iterable[ArticleLike], *, embeddings: np.ndarray | None = None) -> Update:
         """Index new or changed articles now. A known id is replaced. Returns how many
-        were added. With an index root, the update is journaled (durable when this
+        were added (an :class:`Update`: an int, with ``changed``). With an index root, the update is journaled (durable when this
         returns) and every process serving the index applies it within
         ``reload_interval``; the next build folds it into its snapshot."""
         articles = parse_articles(rows)
         if not articles:
-            return 0
+            return Update(0, self._state.journal_seq)
         if embeddings is not None:
             vectors = normalise_rows(embeddings)
             if len(vectors) != len(articles):
@@ -351,28 +366,28 @@ class Recommender:
                                      f"{self._state.index.dim}; make them with the index's model")
         return self._write(add_record(articles, vectors, self.encoder.model_id))
 
-    def remove(self, ids: Iterable[str]) -> int:
+    def remove(self, ids: Iterable[str]) -> Update:
         """Hide articles now, in every process serving the index (journaled like
         :meth:`add`), and in the next build. A build after that takes the source as it
         is then: delete the article from the source too. Unknown ids are ignored.
-        Returns how many were removed."""
+        Returns how many were removed (an :class:`Update`, as add)."""
         ids = [ids] if isinstance(ids, str) else list(ids)
         bad = next((i for i in ids if not isinstance(i, str)), None)
         if bad is not None:
             raise ConfigError(f"remove() takes article ids (strings), got {type(bad).__name__} {bad!r}")
         return self._write(remove_record(ids))
 
-    def _write(self, body: dict[str, Any]) -> int:
+    def _write(self, body: dict[str, Any]) -> Update:
         """Journal one update (when serving an index root) and apply it with every
-        record before it; returns its count."""
+        record before it; returns its Update."""
         with self._writing:
             if self._journal is None:  # a snapshot folder opened directly: this process only
                 record = as_record(body, self._state.journal_seq + 1)
-                self._state, counts = self._applied(self._state, [record])
-                return counts[record.seq]
+                self._state, updates = self._applied(self._state, [record], own=record.seq)
+                return updates[record.seq]
             seq = self._journal.append(body)
-            self._state, counts = self._applied(self._state, self._journal.follow(self._state.journal_seq))
-        return counts.get(seq, 0)
+            self._state, updates = self._applied(self._state, self._journal.follow(self._state.journal_seq), own=seq)
+        return updates.get(seq, Update(0, seq))
 
     def info(self) -> dict[str, Any]:
         """What an operator asks first: where, which model, how many, how old."""
@@ -383,13 +398,3 @@ class Recommender:
                 "sections": len(state.table.section_names), "library_version": m.get("library_version"),
                 "ranking_settings": self.config.ranking.changed_from_defaults()}
 
-
-def _utc(when: datetime | None) -> datetime:
-    """``now``: the clock if None, a naive time read as UTC (as naive article dates and
-    the CLI's --now are); anything but a datetime is refused rather than guessed at."""
-    if when is None:
-        return datetime.now(timezone.utc)
-    if not isinstance(when, datetime):
-        raise ConfigError(f"now={when!r} is a {type(when).__name__}: give a datetime (a naive one is read "
-                          "as UTC), e.g. datetime(2019, 2, 1, 12, 0, tzinfo=timezone.utc)")
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when

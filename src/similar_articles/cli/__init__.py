@@ -1,4 +1,4 @@
-"""The `similar-articles` command: the library's build, recommend, info, rules, evaluate and demo.
+"""The `similar-articles` command: the library's build, add, remove, recommend, info, rules, evaluate and demo.
 
 Exit codes: 0 success, 1 failed (nothing published), 2 bad usage or input, 3 build
 refused by the quality gate (nothing published; --force publishes anyway).
@@ -21,6 +21,7 @@ from ..errors import ConfigError, SimilarArticlesError, UnknownArticleError
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_set, with_settings
 from .output import add_export, add_serve
 from .rules import add_rules
+from .update import add_update
 
 
 
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     add_export(sub)
     add_serve(sub)
     add_rules(sub)
+    add_update(sub)
 
     rec = sub.add_parser("recommend", help="print the box for an indexed article")
     rec.add_argument("id", help="article id")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Sequence
 
 from ..config import parse_settings
+from ..errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -18,3 +20,14 @@ def with_settings(rec, pairs: Sequence[str]):
     """``rec`` ranking with the ``--set`` pairs for this run."""
     settings = parse_settings(pairs)
     return rec.with_settings(**settings) if settings else rec
+
+
+def parse_now(text: str | None) -> datetime:
+    """``--now``: an ISO 8601 time (naive: UTC), or the clock when not given."""
+    if not text:
+        return datetime.now(timezone.utc)
+    try:
+        now = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--now={text!r} is not an ISO 8601 time, e.g. 2024-05-01T12:00:00+00:00") from None
+    return now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..export import FORMATS as EXPORT_FORMATS
-from .common import EXIT_OK, add_set, with_settings
+from .common import EXIT_OK, add_set, parse_now, with_settings
 
 
 def add_export(sub) -> None:
@@ -21,6 +21,9 @@ def add_export(sub) -> None:
                         help="a .jsonl or .parquet file; with --layout per-article, a folder")
     export.add_argument("--layout", choices=("file", "per-article"), default="file",
                         help="per-article: one JSON file a box (OUT/<id>.json), rewritten only when it changed")
+    export.add_argument("--changed", action="store_true",
+                        help="per-article: rank only the boxes live updates changed since the folder's last "
+                             "export (INDEX/changes.jsonl; every box when that cannot be known)")
     export.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the file name")
     export.add_argument("-k", type=int, default=None, help="box size (default: the section policy's, else 2)")
     export.add_argument("--now", default=None,
@@ -34,8 +37,6 @@ def add_export(sub) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     """Every live article's box, in index order (export.write_boxes)."""
-    from datetime import datetime, timezone
-
     from ..export import write_box_files, write_boxes
     from ..recommender import Recommender
 
@@ -43,20 +44,18 @@ def _export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size={args.batch_size} is invalid: give a positive number")
     if args.processes is not None and args.processes < 1:
         raise ConfigError(f"--processes={args.processes} is invalid: give a positive number (1: no workers)")
-    try:
-        now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc)
-    except ValueError:
-        raise ConfigError(f"--now={args.now!r} is not an ISO 8601 time, e.g. 2024-05-01T12:00:00+00:00") from None
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+    now = parse_now(args.now)
+    if args.changed and args.layout != "per-article":
+        raise ConfigError("--changed rewrites single boxes: use it with --layout per-article")
     rec = with_settings(Recommender.load(args.index, reload_interval=None), args.set)
     started = time.perf_counter()
     if args.layout == "per-article":
         counts = write_box_files(rec, args.out, k=args.k, now=now, batch_size=args.batch_size,
-                                 processes=args.processes)
-        print(f"{counts['boxes']} boxes in {args.out}: {counts['written']} written, {counts['unchanged']} "
-              f"unchanged, {counts['deleted']} deleted (articles no longer indexed) in "
-              f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+                                 processes=args.processes, changed=args.changed)
+        print(f"{counts['boxes']} boxes {'changed since the last export ' if counts['changed_only'] else ''}"
+              f"ranked for {args.out}: {counts['written']} written, {counts['unchanged']} unchanged, "
+              f"{counts['deleted']} deleted (articles no longer indexed) in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr)
         return EXIT_OK
     written = write_boxes(rec, args.out, fmt=args.format, k=args.k, now=now, batch_size=args.batch_size,
                           processes=args.processes)
@@ -78,6 +77,12 @@ def add_serve(sub) -> None:
     serve.add_argument("--cache-max-age", type=int, default=60,
                        help="seconds a CDN may keep a box (Cache-Control; default 60, 0: no-cache)")
     serve.add_argument("--access-log", action="store_true", help="log a line a request (off by default)")
+    serve.add_argument("--webhook", metavar="URL", default=None,
+                       help="POST the boxes each accepted write changed to this URL (docs/http.md), with retries; "
+                            "what still fails goes to INDEX/webhook-dead-letter.jsonl")
+    serve.add_argument("--webhook-attempts", type=int, default=5, help="tries a payload gets (default 5)")
+    serve.add_argument("--webhook-backoff", type=float, default=0.5,
+                       help="seconds before the first retry, doubling after each (default 0.5)")
     serve.set_defaults(run=_serve)
 
 
@@ -90,6 +95,12 @@ def _serve(args: argparse.Namespace) -> int:
                           "pip install 'similar-articles[server]'") from None
     if args.cache_max_age < 0:
         raise ConfigError(f"--cache-max-age={args.cache_max_age} is invalid: give seconds, 0 or more")
-    serve(ServiceSettings(args.index, token=read_token(args.token_file), cache_max_age=args.cache_max_age),
+    if args.webhook is not None and not args.webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"--webhook {args.webhook!r} is not an http:// or https:// URL")
+    if args.webhook_attempts < 1 or args.webhook_backoff < 0:
+        raise ConfigError("--webhook-attempts must be at least 1 and --webhook-backoff 0 or more seconds")
+    serve(ServiceSettings(args.index, token=read_token(args.token_file), cache_max_age=args.cache_max_age,
+                          webhook=args.webhook, webhook_attempts=args.webhook_attempts,
+                          webhook_backoff=args.webhook_backoff),
           host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
     return EXIT_OK

@@ -31,6 +31,7 @@ from ..recommender import Recommender
 from . import editor, metrics, problems, rules_routes
 from .guard import TOKEN_ENV, authorise as _authorise, json_body as _json_body
 from .problems import Problem
+from .webhook import DEAD_LETTER_FILE, Webhook
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -47,6 +48,10 @@ class ServiceSettings:
         answer, ~25 ms an article on 2 cores.
     refresh_interval: seconds between checks for a new snapshot or live updates (one
         ``readlink`` and one ``stat``); live updates reach every worker within it.
+    webhook: a URL to POST the boxes each accepted PUT or DELETE changed to (from a
+        background thread; retried ``webhook_attempts`` times with backoff from
+        ``webhook_backoff`` seconds, then kept in INDEX/webhook-dead-letter.jsonl).
+        Each worker then ranks every box once at start-up (~40 s a million articles).
     """
 
     index: Path
@@ -55,6 +60,9 @@ class ServiceSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_put_articles: int = 1000
     refresh_interval: float = 0.5
+    webhook: str | None = None
+    webhook_attempts: int = 5
+    webhook_backoff: float = 0.5
 
 
 def create_app(settings: ServiceSettings, recommender: Recommender | None = None) -> FastAPI:
@@ -67,6 +75,10 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
     async def lifespan(app: FastAPI):
         rec = recommender or Recommender.load(settings.index, reload_interval=None)
         rec.warm_up()  # a first unseen article or live update would pay for it otherwise
+        if settings.webhook:
+            holder["hook"] = Webhook(settings.webhook, settings.index / DEAD_LETTER_FILE,
+                                     attempts=settings.webhook_attempts, backoff=settings.webhook_backoff)
+            await run_in_threadpool(rec.track_changes)
         holder["rec"] = rec
         _update_gauges(rec)
         follower = threading.Thread(target=_follow, args=(rec, settings.refresh_interval, stop), daemon=True,
@@ -74,6 +86,8 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         follower.start()
         yield
         stop.set()
+        if "hook" in holder:
+            holder["hook"].close()
 
     app = FastAPI(title="similar-articles", version=__version__, lifespan=lifespan,
                   description="Related-article boxes for any site backend. Errors are application/problem+json.")
@@ -129,8 +143,7 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         if len(rows) > settings.max_put_articles:
             raise Problem(413, "Too many articles", f"{len(rows)} articles in one request; send at most "
                           f"{settings.max_put_articles} a request", field="body")
-        added = await run_in_threadpool(rec().add, rows)
-        return _json({"added": added, "live_update": rec().state.journal_seq})
+        return _json(announced(await run_in_threadpool(rec().add, rows), "added"))
 
     @app.delete("/v1/articles/{article_id}", summary="Remove an article from every box (bearer token)",
                 responses={401: {"description": "Missing or wrong token"}, 404: {"description": "Unknown id"}})
@@ -138,8 +151,15 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         _authorise(request, settings.token)
         if article_id not in rec():
             raise Problem(404, "Unknown article", f"no article {article_id!r} in the index", field="article_id")
-        removed = await run_in_threadpool(rec().remove, [article_id])
-        return _json({"removed": removed, "live_update": rec().state.journal_seq})
+        return _json(announced(await run_in_threadpool(rec().remove, [article_id]), "removed"))
+
+    def announced(update, what: str) -> dict[str, Any]:
+        """The answer to a write; its changed boxes go to the webhook, if any."""
+        body = {what: int(update), "live_update": rec().state.journal_seq}
+        if update.changed is not None and "hook" in holder:
+            holder["hook"].send(update.changed.to_dict())
+            body["changed_boxes"] = len(update.changed)
+        return body
 
     @app.get("/healthz", summary="The process is alive (and which worker answered)")
     async def healthz() -> Response:

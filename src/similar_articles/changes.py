@@ -1,0 +1,103 @@
+"""Changed boxes as data: what one live update changed (:class:`ChangedBoxes`), what
+``Recommender.add`` and ``remove`` return (:class:`Update`, an int as before), and
+INDEX/changes.jsonl, where a process that tracks changes appends each update it made,
+for ``export --changed`` to rewrite only those boxes. How they are found:
+tracking.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+CHANGES_FILE = "changes.jsonl"  # INDEX/changes.jsonl: a line an update, what export --changed reads
+CHANGE_KINDS = ("box", "added", "replaced", "removed")
+
+
+@dataclass(frozen=True)
+class ChangedBoxes:
+    """The boxes one live update changed. ``boxes``: existing articles whose box
+    changed; ``added`` / ``replaced``: articles the update indexed (a new box, or a
+    new version with a box that may differ); ``removed``: articles whose box is gone.
+    ``complete``: False when an added article was close to so many boxes' entry
+    scores that only its nearest articles (and boxes with room) were scored: a box
+    taking it from further away could be missing (docs/changes.md)."""
+
+    seq: int
+    k: int
+    snapshot: str | None
+    boxes: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    complete: bool = True
+    at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+
+    def records(self) -> list[dict[str, Any]]:
+        """A dict a box: ``{"id", "change", "live_update"}``, change one of CHANGE_KINDS."""
+        return [{"id": i, "change": kind, "live_update": self.seq}
+                for kind, ids in zip(CHANGE_KINDS, (self.boxes, self.added, self.replaced, self.removed)) for i in ids]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The webhook's payload and a line of changes.jsonl (docs/http.md)."""
+        return {"event": "boxes.changed", "live_update": self.seq, "snapshot": self.snapshot, "k": self.k,
+                "at": self.at, "complete": self.complete, "boxes": [{"id": r["id"], "change": r["change"]} for r in self.records()]}
+
+    def __len__(self) -> int:
+        return len(self.boxes) + len(self.added) + len(self.replaced) + len(self.removed)
+
+
+class Update(int):
+    """What ``Recommender.add`` and ``remove`` return: how many articles were added or
+    removed (an int, as before: it compares, adds and prints as the count), ``seq``
+    (the live update's journal position) and ``changed`` (a :class:`ChangedBoxes`, or
+    None when the recommender does not track changes: ``track_changes()``)."""
+
+    seq: int
+    changed: ChangedBoxes | None
+
+    def __new__(cls, count: int, seq: int = 0, changed: ChangedBoxes | None = None) -> "Update":
+        update = super().__new__(cls, count)
+        update.seq, update.changed = seq, changed
+        return update
+
+    def __repr__(self) -> str:
+        return f"Update({int(self)}, seq={self.seq}, changed={None if self.changed is None else len(self.changed)})"
+
+
+def append_changes(path: Path, report: ChangedBoxes) -> None:
+    """One line for ``report`` at the end of INDEX/changes.jsonl: a single write, so
+    lines from several processes never interleave; a torn last line is skipped."""
+    line = (json.dumps(report.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_changes(path: Path, after: int, upto: int, snapshot: str | None, k: int) -> tuple[set[str], set[str]] | None:
+    """(ids whose box to rewrite, ids whose box is gone) from the updates after
+    ``after`` up to ``upto`` of ``snapshot``, from INDEX/changes.jsonl; None when one
+    of those updates is missing (made by a process that did not track changes, or
+    that compared boxes of another size than ``k``)."""
+    rewrite, gone, seen = set(), set(), set()
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        lines = []
+    for line in lines:
+        try:
+            body = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        if body.get("snapshot") != snapshot or body.get("k") != k or not after < body.get("live_update", -1) <= upto:
+            continue
+        seen.add(body["live_update"])
+        for box in sorted(body["boxes"], key=lambda b: b["change"] == "removed"):
+            (gone if box["change"] == "removed" else rewrite).add(box["id"])
+            (rewrite if box["change"] == "removed" else gone).discard(box["id"])
+    return (rewrite, gone) if seen >= set(range(after + 1, upto + 1)) else None

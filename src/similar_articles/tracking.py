@@ -1,0 +1,364 @@
+"""Which boxes a live update changed: after articles are added, replaced or removed,
+which existing articles' boxes changed, so a CMS cache, a CDN or an export rewrites
+those and no others (the report itself: changes.py).
+
+"Changed" means: the article's default box (``k`` items, default 2; the index's own
+ranking settings; no filters) lists other items, in another order, or with other
+fallback marks, than the box last known for it; an item that is a replaced article
+counts as another item (its title or link may read differently). The last known boxes
+are a map of every live article's default box (:class:`BoxMap`), ranked once when
+tracking starts (a pass over every box, as an export makes: ~40 s per million articles
+on 2 cores) and kept current: each update ranks only its suspects and writes them in.
+
+The suspects of an update, found without ranking every box:
+
+- a removed or replaced article: the boxes that showed it (the map), and its reverse
+  neighbours (the articles whose build-time candidate list holds it);
+- an added article: the articles it could now rank into. Its nearest articles by the
+  dense index and the lexical retriever, and any other whose box takes a newcomer
+  scoring below what those nearest allow (each article's entry score is kept in the
+  map: its picks' scores less what MMR's diversity term can give a newcomer), are
+  scored against it, and those where it would reach the box are suspects;
+- either, near the top of a section's recent articles: the boxes filled with recent
+  articles (fallback) that could now show another one.
+
+Every suspect is ranked through the one ranking path and compared with its known box:
+the report is the boxes that changed, not every suspect.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import parallel, ranking
+from .changes import ChangedBoxes, append_changes
+from .config import RankingConfig
+from .features import retrieval
+from .features.lexical import overlaps
+from .pools import MAX_UNLISTED, RankedBlock, Request, indexed_sources, rank_block
+from .state import ServingState
+
+SEARCH_WIDTH = 64  # nearest articles of an added one scored first (they bound the rest)
+MAX_BOUNDED = 4096  # other articles scored against an added one at most (~0.5 us each)
+BLOCK = 1024
+_NONE = np.zeros(0, np.int64)
+
+
+class BoxMap:
+    """Every table row's last known default box: picks (NO_PICK past the end), their
+    kinds (0 related, else a fallback kind) and similarities; ``entry``: the lowest
+    score a newcomer needs to be picked (-inf for a lacking box: any related newcomer
+    enters it); ``reach``: the least similarity of its related picks that a newcomer
+    can push out of the pool (which keeps the most similar): any pick of an article
+    added since the build (its pool is a search), picks added since the build of the
+    others (their pools keep the most similar added articles beside the list); ``lacking``: the box is short or holds a fallback item. Rows of dead
+    articles hold NO_PICK. Arrays grow by doubling, so an update costs its rows only."""
+
+    def __init__(self, k: int):
+        self.k, self.n = k, 0
+        self.picks = np.full((0, k), ranking.NO_PICK, np.int64)
+        self.kinds = np.zeros((0, k), np.int8)
+        self.sims = np.zeros((0, k), np.float32)
+        self.entry = np.zeros(0, np.float32)
+        self.reach = np.zeros(0, np.float32)
+        self.lacking = np.zeros(0, bool)
+
+    def grow(self, n: int) -> None:
+        if n > len(self.entry):
+            size = max(n, 2 * len(self.entry), 1024)
+            for name, fill in (("picks", ranking.NO_PICK), ("kinds", 0), ("sims", 0), ("entry", np.inf),
+                               ("reach", np.inf), ("lacking", False)):
+                old = getattr(self, name)
+                new = np.full((size, *old.shape[1:]), fill, old.dtype)
+                new[:len(old)] = old
+                setattr(self, name, new)
+        self.n = max(self.n, n)
+
+    def put(self, rows: np.ndarray, block: RankedBlock, entry: np.ndarray, listed: int) -> None:
+        self.picks[rows], self.kinds[rows], self.sims[rows] = block.positions, block.kinds, block.similarities
+        self.entry[rows] = entry
+        pushed = (block.kinds == 0) & (block.positions >= 0) & ((rows[:, None] >= listed) | (block.positions >= listed))
+        self.reach[rows] = np.where(pushed, block.similarities, np.inf).min(axis=1)
+        self.lacking[rows] = (block.positions < 0).any(axis=1) | (block.kinds > 0).any(axis=1)
+
+    def clear(self, rows: np.ndarray) -> None:
+        self.picks[rows], self.kinds[rows], self.lacking[rows] = ranking.NO_PICK, 0, False
+        self.entry[rows] = self.reach[rows] = np.inf
+
+    def showing(self, positions: np.ndarray) -> np.ndarray:
+        """Rows whose box shows any of ``positions``."""
+        if not len(positions):
+            return _NONE
+        picks = self.picks[:self.n]
+        return np.flatnonzero(_holds(picks, positions))
+
+
+class ChangeTracker:
+    """Follows one recommender's states and reports the boxes each update changed.
+
+    now: the time boxes are ranked for (default: the clock at each update; a fixed
+        time gives reproducible reports).
+    log: a file (INDEX/changes.jsonl) to append each reported update to.
+    """
+
+    def __init__(self, state: ServingState, settings: RankingConfig, k: int, *, now: datetime | None = None,
+                 log: Path | None = None, keep: int = 256):
+        self.settings, self.k, self.now, self.log = settings, k, now, log
+        self.recent: deque[ChangedBoxes] = deque(maxlen=keep)
+        self.reset(state)
+
+    def _now(self) -> float:
+        return (self.now or datetime.now(timezone.utc)).timestamp()
+
+    def reset(self, state: ServingState) -> None:
+        """Rank every live article's box of ``state`` (a new snapshot: rows moved)."""
+        self.map = BoxMap(self.k)
+        self.map.grow(len(state.table))
+        rows = state.table.live_positions()
+        blocks = [rows[i:i + BLOCK] for i in range(0, len(rows), BLOCK)]
+        now = self._now()
+        with ThreadPoolExecutor(max(1, parallel.worker_count())) as pool:
+            for block, (ranked, entry) in zip(blocks, pool.map(lambda b: self._rank(state, b, now, False), blocks)):
+                self.map.put(block, ranked, entry, state.listed_count())
+
+    def _rank(self, state: ServingState, rows: np.ndarray, now: float, all_cores: bool = True
+              ) -> tuple[RankedBlock, np.ndarray]:
+        """The default boxes of ``rows`` and their entry scores."""
+        ranked = rank_block(state, indexed_sources(state, rows),
+                            Request(self.k, self.settings, now, _NONE, None, all_cores))
+        return ranked, self._entry(state, ranked)
+
+    def _entry(self, state: ServingState, ranked: RankedBlock) -> np.ndarray:
+        """The lowest score a newcomer must reach to be picked into each box: its first
+        pick's score, and each later pick's score less the most MMR's diversity term
+        can favour a newcomer over it (a newcomer's redundancy is at least 0). -inf for
+        a lacking box."""
+        lam = self.settings.mmr_lambda
+        picks, scores = ranked.positions, ranked.scores.astype(np.float32)
+        entry = scores[:, 0].copy()
+        if self.k > 1 and lam > 0:
+            vectors = state.index.vectors(np.maximum(picks, 0).reshape(-1)).reshape(*picks.shape, -1)
+            cosines = np.einsum("bjd,bid->bji", vectors, vectors)
+            for j in range(1, self.k):
+                redundancy = np.maximum(cosines[:, j, :j].max(axis=1), 0)
+                entry = np.minimum(entry, scores[:, j] - (1 - lam) / lam * redundancy)
+        elif self.k > 1:
+            entry[:] = -np.inf
+        lacking = (picks < 0).any(axis=1) | (ranked.kinds > 0).any(axis=1)
+        return np.where(lacking, -np.inf, entry).astype(np.float32)
+
+    # ------------------------------------------------------------------ an update
+    def update(self, before: ServingState, after: ServingState, seq: int, *, own: bool = False) -> ChangedBoxes:
+        """The boxes the update from ``before`` to ``after`` changed; the map is brought
+        up to date. ``own``: this process made the update (it goes to the log)."""
+        now, table = self._now(), after.table
+        old_n, new_n = len(before.table), len(table)
+        self.map.grow(new_n)
+        added = np.arange(old_n, new_n)
+        killed = np.flatnonzero(before.table.alive & ~table.alive[:old_n])
+        complete = True
+        if _all_searched(after) and not _all_searched(before):  # every pool just became a search
+            suspects = np.arange(old_n)
+        else:
+            taking, complete = self._taking(after, added, now, old_n)
+            suspects = np.unique(np.concatenate([
+                self.map.showing(killed), _listing(before, killed), *taking,
+                *self._fallback_suspects(before, killed, now, old_n), *self._fallback_suspects(after, added, now, old_n)]))
+        suspects = suspects[table.alive[suspects]] if len(suspects) else _NONE
+        changed = _NONE
+        if len(suspects):
+            ranked, entry = self._rank(after, suspects, now, len(suspects) > 256)  # few: one core is faster
+            differs = (ranked.positions != self.map.picks[suspects]).any(axis=1) | \
+                (ranked.kinds != self.map.kinds[suspects]).any(axis=1)
+            changed = suspects[differs]
+            self.map.put(suspects, ranked, entry, after.listed_count())
+        self.map.clear(killed)
+        new = added[table.alive[added]]
+        if len(new):
+            self.map.put(new, *self._rank(after, new, now, len(new) > 256), after.listed_count())
+        old = before.table.positions.get_many(table.ids[new].tolist()) if len(new) else _NONE
+        replaced = (old >= 0) & before.table.alive[np.maximum(old, 0)] if len(new) else np.zeros(0, bool)
+        back = set(table.ids[new].tolist())
+        report = ChangedBoxes(
+            seq, self.k, after.manifest.get("version"), tuple(table.ids[changed].tolist()),
+            tuple(table.ids[new[~replaced]].tolist()), tuple(table.ids[new[replaced]].tolist()),
+            tuple(i for i in before.table.ids[killed].tolist() if i not in back), complete)
+        self.recent.append(report)
+        if own and self.log is not None:
+            append_changes(self.log, report)
+        return report
+
+    def _taking(self, state: ServingState, added: np.ndarray, now: float, old_n: int
+                ) -> tuple[list[np.ndarray], bool]:
+        """For each added article, the existing articles whose box it could rank into;
+        and whether every such article was scored (see ChangedBoxes.complete)."""
+        out, complete = [], True
+        for a in added[state.table.alive[added]].tolist():
+            found, bound, dense = _nearest(state, a, self.settings, SEARCH_WIDTH)
+            # Any other article scores the newcomer below ``bound`` and finds it less
+            # similar than ``dense``: only boxes whose entry or reach is lower can take
+            # it; those are scored too, unless there are too many.
+            reachable = self.map.reach[:old_n] <= dense + _SLACK
+            wanted = (self.map.entry[:old_n] <= bound + self._slack()) | reachable
+            if np.count_nonzero(wanted) > MAX_BOUNDED + len(found):
+                complete = False  # boxes any related newcomer enters, and reachable picks, are still scored
+                wanted = self.map.lacking[:old_n] | reachable
+            wanted[found[found < old_n]] = True
+            candidates = np.flatnonzero(wanted)
+            candidates = candidates[(candidates < old_n) & state.table.alive[candidates]]
+            if len(candidates):
+                score, related, cosines = self._newcomer(state, a, candidates, now)
+                lacking = self.map.lacking[candidates]
+                takes = np.where(lacking, related, related & (score >= self.map.entry[candidates] - self._slack()))
+                out.append(candidates[takes | (cosines >= self.map.reach[candidates] - _SLACK)])
+        return out, complete
+
+    def _slack(self) -> float:
+        """How far a known box's scores may have drifted since it was ranked: its items'
+        freshness bonuses (the clock moved) and float rounding."""
+        return self.settings.freshness_margin + _SLACK
+
+    def _newcomer(self, state: ServingState, a: int, sources: np.ndarray, now: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The score article ``a`` gets in each source's box, whether it passes the
+        related-item gates there (eligible, min_similarity, the floor), its cosines."""
+        s, table = self.settings, state.table
+        cosines = state.index.vectors(sources) @ state.index.vectors(np.array([a]))[0]
+        relevance = cosines
+        if state.features.lexical is not None and s.lexical_weight > 0:
+            # The overlap is a cosine of fingerprints: the newcomer's row against all
+            # the sources at once costs one table, not one a source.
+            theirs, own = state.features.prints(sources), state.features.prints(np.array([a]))
+            overlap = overlaps(own.ids, own.weights, theirs.ids[None], theirs.weights[None])[0]
+            relevance = ranking.blend(cosines, overlap, s.lexical_weight)
+        published = table.published[sources]
+        reference = np.where(np.isnan(published), now, published) if s.recency_reference == "article" else \
+            np.full(len(sources), now)
+        ok = ranking.eligible(np.full(len(sources), a), alive=table.alive, published=table.published, now=now,
+                              reference=reference, max_age_days=s.max_age_days, excluded=_NONE,
+                              section_codes=table.section_codes, allowed_sections=None)
+        ok &= (cosines >= s.min_similarity - _SLACK) & \
+            (relevance >= state.relatedness_floor(s.lexical_weight, s.floor_quantile) - _SLACK)
+        same = (table.section_codes[sources] == table.section_codes[a]) & (table.section_codes[a] != ranking.NO_SECTION)
+        score = ranking.scores(relevance, (reference - table.published[a]) / ranking.SECONDS_PER_DAY, same,
+                               freshness_margin=s.freshness_margin, half_life_days=s.half_life_days,
+                               section_bonus=s.section_bonus)
+        return score, ok, cosines
+
+    def _fallback_suspects(self, state: ServingState, moved: np.ndarray, now: float, old_n: int) -> list[np.ndarray]:
+        """Lacking boxes whose fallback could show another recent article now that the
+        articles at ``moved`` came or went (only those near the top of a recent order
+        reach a fallback)."""
+        out, table, k = [], state.table, self.k
+        lacking = np.flatnonzero(self.map.lacking[:old_n])
+        if not len(lacking) or not len(moved) or not self.settings.fallback:
+            return out
+        slack = (1 - self.settings.mmr_lambda) / max(self.settings.mmr_lambda, 1e-9) + _SLACK
+        for p in moved.tolist():
+            code = int(table.section_codes[p])
+            overall = _edge(state, table.recent_order, p, now, k, self.settings)
+            if overall is not None:  # boxes reaching into recent articles of any section
+                out.append(lacking[(self.map.picks[lacking] < 0).any(axis=1) | (self.map.kinds[lacking] == 2).any(axis=1)])
+            edge = None if code == ranking.NO_SECTION else _edge(state, table.recent_by_section[code], p, now, k,
+                                                                 self.settings)
+            if edge is None:
+                continue
+            mine = lacking[table.section_codes[lacking] == code]
+            if not len(mine):
+                continue
+            shows = np.isin(self.map.picks[mine], edge).any(axis=1) | (self.map.picks[mine] < 0).any(axis=1) | \
+                (self.map.kinds[mine] == 2).any(axis=1)
+            weakest = np.where(self.map.kinds[mine] == 1, self.map.sims[mine], np.inf).min(axis=1)
+            near = (state.index.vectors(mine) @ state.index.vectors(edge).T).max(axis=1)
+            out.append(mine[shows | (near >= weakest - slack)])
+        return out
+
+
+_SLACK = 1e-4  # float rounding between a score computed here and the ranking's
+
+
+def _all_searched(state: ServingState) -> bool:
+    """Past MAX_UNLISTED articles added since the build, every pool is a search."""
+    return len(state.index) - state.listed_count() > MAX_UNLISTED
+
+
+def _listing(state: ServingState, positions: np.ndarray) -> np.ndarray:
+    """The reverse neighbours of ``positions``: articles whose candidate list holds one
+    (a scan of the lists, ~25 ms at a million articles, instead of a reverse index of
+    4 bytes a list slot)."""
+    positions = positions[positions < state.listed_count()]
+    if not len(positions) or state.neighbours is None:
+        return _NONE
+    lists, out = state.neighbours.lists, []
+    for start in range(0, len(lists), 65536):
+        block = lists[start:start + 65536]
+        out.append(start + np.flatnonzero(_holds(block, positions)))
+    return np.concatenate(out)
+
+
+def _holds(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Which rows hold any of ``positions``: compared one by one when they are few
+    (np.isin sorts, ~3x slower for a handful)."""
+    if len(positions) > 8:
+        return np.isin(rows, positions).any(axis=1)
+    out = np.zeros(len(rows), bool)
+    for p in positions.tolist():
+        out |= (rows == p).any(axis=1)
+    return out
+
+
+def _nearest(state: ServingState, a: int, s: RankingConfig, width: int) -> tuple[np.ndarray, float, float]:
+    """Article ``a``'s nearest articles by both retrievers, a score no other article
+    gives it (the dense search's last cosine blended with the least overlap among the
+    lexical finds, plus the largest bonuses) and that last cosine (-inf when the
+    search held every article). The lexical part is as exact as the lexical retriever (it reads the
+    postings of the newcomer's strongest terms), as the build's candidate lists are."""
+    vector = state.index.vectors(np.array([a]))
+    sims, found = state.index.search_many(vector, width + 1)
+    sims, found = sims[0][found[0] >= 0], found[0][found[0] >= 0]
+    if len(found) < min(width + 1, len(state.index)) or len(found) == len(state.index):
+        return found, -np.inf, -np.inf
+    bound = dense = float(sims[-1])
+    if state.features.lexical is not None and s.lexical_weight > 0:
+        prints = state.features.prints(np.array([a]))
+        least = 1.0  # no postings: no bound on the overlap
+        if state.postings is not None and len(state.postings.docs):
+            finds = retrieval.search(state.postings, prints, width, exclude=np.array([a]))[0]
+            finds = finds[finds >= 0]
+            least = 0.0
+            if len(finds):
+                theirs = state.features.prints(finds)
+                least = float(overlaps(prints.ids, prints.weights, theirs.ids[None], theirs.weights[None]).min())
+            found = np.union1d(found, finds)
+        # Articles added since the build are in no postings: all of them are scored.
+        found = np.union1d(found, np.arange(state.listed_count(), len(state.index)))
+        bound = ranking.blend(bound, least, s.lexical_weight)
+    return found, bound + s.freshness_margin + s.section_bonus, dense
+
+
+def _edge(state: ServingState, order: np.ndarray, p: int, now: float, k: int, s: RankingConfig) -> np.ndarray | None:
+    """The articles around the end of a fallback window in ``order`` (its first
+    max(20, 5k) eligible articles less a box's own picks and source), if ``p`` is
+    eligible and before that end: the ones that may enter or leave a window when ``p``
+    comes or goes. None when ``p`` is beyond it."""
+    table = state.table
+    need = max(20, 5 * k)
+    last = need + k + 2
+    if s.max_age_days is not None:  # eligibility then depends on the box: every recent article counts
+        last = len(order)
+    if not table.alive[p] or table.published[p] > now:
+        return None
+    eligible: list[int] = []
+    for start in range(0, len(order), 256):
+        block = order[start:start + 256]
+        eligible.extend(block[table.alive[block] & ~(table.published[block] > now)].tolist())
+        if len(eligible) > last:
+            break
+    if p not in eligible[:last + 1]:
+        return None
+    return np.array(eligible[max(0, need - k - 2):last + 1] + [p], np.int64)

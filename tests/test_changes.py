@@ -1,0 +1,187 @@
+"""Changed boxes: after adds, replacements and removals, the boxes reported as changed
+are exactly those that a recomputation of every box before and after finds changed,
+on the real News100 corpus with the real model and FAISS; an Update still acts as the
+count; updates followed from another process are reported there too; the CLI prints
+them; export --changed rewrites exactly those files."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from similar_articles import Recommender
+from similar_articles.changes import CHANGES_FILE, Update
+
+NOW = datetime(2017, 6, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def rec(tmp_path, news100, news100_vectors, encoder):
+    built = Recommender.build(news100, tmp_path / "index", embeddings=news100_vectors, encoder=encoder)
+    return built.track_changes(k=2, now=NOW)
+
+
+def every_box(rec, k=2) -> dict[str, list]:
+    """Brute force: every live article's box, as a reader sees it."""
+    ids = rec.ids()
+    return {i: [(x.id, x.title, x.url, x.fallback) for x in box]
+            for i, box in zip(ids, rec.recommend_many(ids, k=k, now=NOW))}
+
+
+def assert_reported_exactly(rec, change, k=2):
+    before = every_box(rec, k)
+    update = change()
+    after = every_box(rec, k)
+    report = update.changed
+    assert report.complete  # every box the searches' bound left open was scored
+    truth = {i for i in before if i in after and before[i] != after[i]}
+    assert set(report.boxes) == truth - set(report.replaced)
+    assert set(report.added) == set(after) - set(before)
+    assert set(report.removed) == set(before) - set(after)
+    return update
+
+
+def new_row(rows, i, j, day, tag="new"):
+    """A new article: one article's headline over another's body, published ``day``."""
+    return {"id": f"{tag}-{i}-{j}", "title": f"{rows[i]['title']} (follow-up)", "body": rows[j]["body"],
+            "section": rows[i].get("section"), "published_at": day.isoformat()}
+
+
+def test_reported_boxes_are_the_boxes_that_changed(rec, news100):
+    """Adds (recent, in a fallback window, and old), replacements, removals of a much
+    shown article and of an added one, one at a time and several at once: the report
+    equals the recomputed difference each time, never missing a box nor adding one."""
+    rng = np.random.default_rng(7)
+    shown = {}
+    for box in every_box(rec).values():
+        for item in box:
+            shown[item[0]] = shown.get(item[0], 0) + 1
+    hub = max(shown, key=shown.get)
+    steps = [
+        lambda: rec.add([new_row(news100, 3, 3, NOW - timedelta(days=1))]),  # a recent follow-up
+        lambda: rec.add([new_row(news100, 10, 11, datetime(2016, 1, 1, tzinfo=timezone.utc))]),  # an old one
+        lambda: rec.remove([hub]),
+        lambda: rec.add([{**news100[20], "title": "Updated: " + news100[20]["title"], "body": news100[40]["body"]}]),
+        lambda: rec.remove([news100[50]["id"], "new-3-3"]),
+        lambda: rec.add([new_row(news100, i, int(rng.integers(100)), NOW - timedelta(days=int(rng.integers(1, 200))))
+                         for i in rng.choice(100, 8, replace=False)]),
+        lambda: rec.add([{**news100[60], "title": news100[61]["title"], "body": news100[61]["body"]}]),
+        lambda: rec.remove([news100[i]["id"] for i in rng.choice(100, 5, replace=False)]),
+    ]
+    reported = 0
+    for step in steps:
+        reported += len(assert_reported_exactly(rec, step).changed.boxes)
+    assert reported > 10  # the updates did change other boxes
+
+
+def test_an_update_is_still_the_count(tmp_path, news100, news100_vectors, encoder):
+    """What add and remove returned before (an int) still works: it compares, adds and
+    serialises as the count; without tracking there are no changed boxes to give."""
+    rec = Recommender.build(news100[:30], tmp_path / "index", embeddings=news100_vectors[:30], encoder=encoder)
+    added = rec.add([new_row(news100, 1, 2, NOW)])
+    assert isinstance(added, int) and isinstance(added, Update)
+    assert added == 1 and added + 1 == 2 and json.dumps({"added": added}) == '{"added": 1}'
+    assert added.changed is None and added.seq == 1
+    removed = rec.track_changes(now=NOW).remove(["nothing-like-this", news100[0]["id"]])
+    assert removed == 1 and removed.seq == 2 and removed.changed.removed == (news100[0]["id"],)
+    assert rec.add([]) == 0
+
+
+def test_updates_followed_from_another_process_are_reported_there(rec, news100, encoder):
+    """A second recommender of the index (another worker) applies the update from the
+    journal and reports the same boxes; only the writer logs it for the export."""
+    other = Recommender.load(rec.root, encoder=encoder, reload_interval=None).track_changes(now=NOW)
+    update = rec.add([new_row(news100, 5, 6, NOW - timedelta(days=2))])
+    assert other.refresh()
+    followed = other.changed_boxes()[-1]
+    assert followed.seq == update.seq and set(followed.boxes) == set(update.changed.boxes)
+    assert followed.added == update.changed.added == ("new-5-6",)
+    lines = (rec.root / CHANGES_FILE).read_text().splitlines()
+    assert [json.loads(line)["live_update"] for line in lines] == [update.seq]
+
+
+def test_a_box_of_another_size_is_compared_at_that_size(tmp_path, news100, news100_vectors, encoder):
+    rec = Recommender.build(news100, tmp_path / "index", embeddings=news100_vectors, encoder=encoder)
+    rec.track_changes(k=5, now=NOW)
+    assert_reported_exactly(rec, lambda: rec.add([new_row(news100, 7, 8, NOW - timedelta(days=3))]), k=5)
+    assert_reported_exactly(rec, lambda: rec.remove([news100[9]["id"]]), k=5)
+
+
+def test_the_cli_prints_changed_boxes_as_json_lines(tmp_path, news100, news100_vectors, encoder, capsys):
+    """add reads files as build does (a bad row is skipped and named), remove takes
+    ids; both print one JSON line a changed box."""
+    from similar_articles.cli import main
+
+    index = tmp_path / "index"
+    Recommender.build(news100, index, embeddings=news100_vectors, encoder=encoder)
+    source = tmp_path / "new.jsonl"
+    source.write_text(json.dumps(new_row(news100, 3, 3, NOW - timedelta(days=1))) + "\n"
+                      + json.dumps({"id": "empty", "published_at": "2017-05-01"}) + "\n", encoding="utf-8")
+    before = every_box(Recommender.load(index, encoder=encoder, reload_interval=None))
+    assert main(["add", "--index", str(index), str(source), "--now", NOW.isoformat()]) == 0
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert "row 2" in err and "empty" in err  # the bad row, named
+    after = every_box(Recommender.load(index, encoder=encoder, reload_interval=None))
+    assert {r["id"] for r in records if r["change"] == "box"} == {i for i in before if i in after and before[i] != after[i]}
+    assert {"id": "new-3-3", "change": "added", "live_update": 1} in records
+
+    assert main(["remove", "--index", str(index), "new-3-3", "--now", NOW.isoformat()]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {"id": "new-3-3", "change": "removed", "live_update": 2} in records
+    assert {r["id"] for r in records if r["change"] == "box"} == {i for i in before if i in after and after[i] != before[i]}
+    assert main(["remove", "--index", str(index), "no-such-id"]) == 2
+    assert "no-such-id" in capsys.readouterr().err
+
+
+def test_export_changed_rewrites_exactly_the_changed_boxes(tmp_path, news100, news100_vectors, encoder, capsys):
+    """A per-article folder, then live updates through the CLI, then export --changed:
+    the files rewritten are the changed boxes, a removed article's file is gone, and
+    the folder equals a full export. Without a record of the updates, every box."""
+    from similar_articles.cli import main
+
+    index, out, full = tmp_path / "index", tmp_path / "boxes", tmp_path / "full"
+    Recommender.build(news100, index, embeddings=news100_vectors, encoder=encoder)
+    export = ["export", "--index", str(index), "--layout", "per-article", "--now", NOW.isoformat()]
+    assert main([*export, "--out", str(out), "--changed"]) == 0  # a first export: every box
+    assert "100 boxes ranked" in capsys.readouterr().err
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("[!.]*.json")}
+
+    source = tmp_path / "new.jsonl"
+    source.write_text(json.dumps(new_row(news100, 3, 3, NOW - timedelta(days=1))) + "\n", encoding="utf-8")
+    assert main(["add", "--index", str(index), str(source), "--now", NOW.isoformat()]) == 0
+    victim = news100[12]["id"]
+    assert main(["remove", "--index", str(index), victim, "--now", NOW.isoformat()]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rewritten = {f"{r['id']}.json" for r in records if r["change"] != "removed"} - {f"{victim}.json"}
+
+    assert main([*export, "--out", str(out), "--changed"]) == 0
+    assert f"{len(rewritten)} boxes changed since the last export ranked" in capsys.readouterr().err
+    now_stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("[!.]*.json")}
+    touched = {name for name, stamp in now_stamps.items() if stamps.get(name) != stamp}
+    assert touched == rewritten and f"{victim}.json" not in now_stamps
+    assert main([*export, "--out", str(full)]) == 0
+    assert {p.name: p.read_bytes() for p in full.glob("[!.]*.json")} == \
+        {p.name: p.read_bytes() for p in out.glob("[!.]*.json")}
+
+    # An update made without tracking leaves a gap: every box is ranked again.
+    Recommender.load(index, encoder=encoder, reload_interval=None).remove([news100[13]["id"]])
+    capsys.readouterr()
+    assert main([*export, "--out", str(out), "--changed"]) == 0
+    assert "99 boxes ranked for" in capsys.readouterr().err
+
+
+def test_an_added_article_changes_only_the_boxes_that_show_it(rec, news100):
+    """An article added since the build joins every pool beside the build's list; it
+    never pushes a list member (a lexical find may be far by cosine) out of one: a box
+    that does not show a newcomer stays as it was (old newcomers: no fallback moves)."""
+    old = datetime(2015, 1, 1, tzinfo=timezone.utc)
+    before = every_box(rec)
+    update = rec.add([new_row(news100, i, (i * 7) % 100, old - timedelta(days=i), tag="old") for i in range(0, 100, 4)])
+    after = every_box(rec)
+    added = set(update.changed.added)
+    showing = {i for i in before if {item[0] for item in after[i]} & added}
+    assert {i for i in before if before[i] != after[i]} == showing == set(update.changed.boxes)
