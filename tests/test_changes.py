@@ -173,6 +173,15 @@ def test_export_changed_rewrites_exactly_the_changed_boxes(tmp_path, news100, ne
     assert main([*export, "--out", str(out), "--changed"]) == 0
     assert "99 boxes ranked for" in capsys.readouterr().err
 
+    # With newsroom rules in force (not tracked: a block changes boxes no update named),
+    # every box is ranked, and the block shows in the files.
+    blocked = news100[20]["id"]
+    assert main(["rules", "--index", str(index), "block", blocked]) == 0
+    assert main([*export, "--out", str(out), "--changed"]) == 0  # a tracked-changes mark, then the rule
+    assert "99 boxes ranked for" in capsys.readouterr().err
+    shown = {item["id"] for path in out.glob("[!.]*.json") for item in json.loads(path.read_text())["box"]}
+    assert shown and blocked not in shown
+
 
 def test_an_added_article_changes_only_the_boxes_that_show_it(rec, news100):
     """An article added since the build joins every pool beside the build's list; it

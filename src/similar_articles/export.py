@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 from . import parallel
+from .boxrules import DEFAULT_K
 from .changes import CHANGES_FILE, read_changes
 from .config import Config
 from .errors import ConfigError
@@ -84,8 +85,8 @@ def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int | Non
     changed: rank only the boxes the live updates since this folder's last export
         changed, as INDEX/changes.jsonl lists them (docs/changes.md). Every box is
         ranked instead when that cannot be known: a first export, a new snapshot,
-        another k or other settings than the index's, or an update made by a process
-        that did not track changes.
+        another k or other settings than the index's, rules in force or changed since,
+        or an update made by a process that did not track changes.
     """
     _check_batching(batch_size, processes)
     folder = Path(folder)
@@ -93,9 +94,13 @@ def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int | Non
     root = rec.root
     pinned = rec.pinned()
     state = pinned.state
-    mark = {"snapshot": state.manifest.get("version"), "live_update": state.journal_seq, "k": k,
-            "settings": pinned.config.ranking.changed_from_defaults()}
-    only = _changed_since(root, folder / EXPORT_MARK, mark, state.manifest) if changed else None
+    mark = {"snapshot": state.manifest.get("version"), "live_update": state.journal_seq,
+            "k": DEFAULT_K if k is None else k, "settings": pinned.config.ranking.changed_from_defaults(),
+            "rules": state.rules.version}
+    # Changes are tracked for boxes ranked without rules: with rules in force (a policy's
+    # k, pins, blocks), or since a rule changed, every box is ranked.
+    tracked = changed and not state.rules
+    only = _changed_since(root, folder / EXPORT_MARK, mark, state.manifest) if tracked else None
     ids = pinned.ids() if only is None else [i for i in pinned.ids() if i in only[0]]
     counts = {"boxes": len(ids), "written": 0, "unchanged": 0, "deleted": 0, "changed_only": int(only is not None)}
     for files in _encoded(pinned, ids, _box_files, k, now, batch_size, processes, progress):
@@ -130,7 +135,7 @@ def _changed_since(root: Path | None, mark_path: Path, mark: dict, manifest: dic
     except (OSError, ValueError):
         return None
     own = Config.from_dict(manifest.get("config") or {}).ranking.changed_from_defaults()
-    if root is None or mark["settings"] != own or any(last.get(key) != mark[key] for key in ("snapshot", "k", "settings")):
+    if root is None or mark["settings"] != own or any(last.get(key) != mark[key] for key in ("snapshot", "k", "settings", "rules")):
         return None
     return read_changes(root / CHANGES_FILE, int(last["live_update"]), mark["live_update"], mark["snapshot"], mark["k"])
 
