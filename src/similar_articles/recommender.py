@@ -208,7 +208,7 @@ class Recommender:
 
     def track_changes(self, k: int = 2, *, now: datetime | None = None) -> "Recommender":
         """Work out the ``k``-item boxes each update changes from now on (``Update.changed``;
-        :meth:`changed_boxes`; docs/changes.md). Ranks every box now (~40 s a million
+        :meth:`changed_boxes`; docs/changes.md). Ranks every box now (~50 s a million
         articles on 2 cores) and after a reload. now: a fixed time (default: the clock)."""
         with self._writing:
             self._tracker = ChangeTracker(self._state, self.config.ranking, check_k(k), now=now and as_utc(now),

@@ -7,7 +7,7 @@ ranking settings; no filters) lists other items, in another order, or with other
 fallback marks, than the box last known for it; an item that is a replaced article
 counts as another item (its title or link may read differently). The last known boxes
 are a map of every live article's default box (:class:`BoxMap`), ranked once when
-tracking starts (a pass over every box, as an export makes: ~40 s per million articles
+tracking starts (a pass over every box, as an export makes: ~50 s per million articles
 on 2 cores) and kept current: each update ranks only its suspects and writes them in.
 
 The suspects of an update, found without ranking every box:

@@ -51,7 +51,7 @@ class ServiceSettings:
     webhook: a URL to POST the boxes each accepted PUT or DELETE changed to (from a
         background thread; retried ``webhook_attempts`` times with backoff from
         ``webhook_backoff`` seconds, then kept in INDEX/webhook-dead-letter.jsonl).
-        Each worker then ranks every box once at start-up (~40 s a million articles).
+        Each worker then ranks every box once at start-up (~50 s a million articles).
     """
 
     index: Path
