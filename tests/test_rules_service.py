@@ -9,38 +9,11 @@ import time
 from urllib.parse import quote
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from similar_articles import Recommender
-from test_service import PROBLEM, TOKEN, Server
+from test_service import TOKEN, Server, index, problem, server  # noqa: F401 (the same 2-worker server fixtures)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory, news100, news100_vectors, encoder):
-    path = tmp_path_factory.mktemp("rules-service-index")
-    Recommender.build(news100[:60], path, embeddings=news100_vectors[:60], encoder=encoder)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(index, tmp_path_factory):
-    token_file = tmp_path_factory.mktemp("token") / "token"
-    token_file.write_text(TOKEN + "\n")
-    running = Server(index, workers=2, token_file=token_file)
-    yield running
-    running.stop()
-
-
-def _problem(response: httpx.Response, status: int, field: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    if field is not None:
-        assert body["field"] == field, body
-    return body
 
 
 def _rules(server) -> dict:
@@ -57,10 +30,10 @@ def test_rules_are_read_openly_and_changed_only_with_the_token(server, news100):
     assert response.status_code == 200 and response.headers["etag"] == f'"{response.json()["version"]}"'
     before = response.json()
     pin = {"article": news100[5]["id"], "into": news100[0]["id"]}
-    _problem(httpx.post(f"{server.url}/v1/rules/pins", json=pin), 401, "Authorization")
-    _problem(httpx.post(f"{server.url}/v1/rules/pins", json=pin, headers={"Authorization": "Bearer wrong"}), 401)
-    _problem(httpx.put(f"{server.url}/v1/rules/policies/tass", json={"k": 3}), 401)
-    _problem(httpx.delete(f"{server.url}/v1/rules/blocks/x"), 401)
+    problem(httpx.post(f"{server.url}/v1/rules/pins", json=pin), 401, "Authorization")
+    problem(httpx.post(f"{server.url}/v1/rules/pins", json=pin, headers={"Authorization": "Bearer wrong"}), 401)
+    problem(httpx.put(f"{server.url}/v1/rules/policies/tass", json={"k": 3}), 401)
+    problem(httpx.delete(f"{server.url}/v1/rules/blocks/x"), 401)
     assert _rules(server) == before
 
 
@@ -92,8 +65,8 @@ def test_a_pin_and_a_block_reach_every_worker_within_a_second(server, news100):
     assert httpx.delete(f"{server.url}/v1/rules/blocks/{plain[0]}", headers=AUTH).status_code == 200
     time.sleep(1.0)
     assert {tuple(item["id"] for item in box) for box in _boxes(server, source, k=2)} == {plain}
-    _problem(httpx.delete(f"{server.url}/v1/rules/pins/{pick}", headers=AUTH), 404)
-    _problem(httpx.delete(f"{server.url}/v1/rules/blocks/{pick}", params={"from": source}, headers=AUTH), 404)
+    problem(httpx.delete(f"{server.url}/v1/rules/pins/{pick}", headers=AUTH), 404)
+    problem(httpx.delete(f"{server.url}/v1/rules/blocks/{pick}", params={"from": source}, headers=AUTH), 404)
 
 
 def test_a_section_policy_through_the_service(server, news100):
@@ -105,36 +78,36 @@ def test_a_section_policy_through_the_service(server, news100):
     assert {len(box) for box in _boxes(server, news100[3]["id"])} == {4}  # no k given: the policy's
     assert {len(box) for box in _boxes(server, news100[3]["id"], k=2)} == {2}
     assert httpx.delete(f"{server.url}/v1/rules/policies/{section}", headers=AUTH).status_code == 200
-    _problem(httpx.delete(f"{server.url}/v1/rules/policies/{section}", headers=AUTH), 404)
+    problem(httpx.delete(f"{server.url}/v1/rules/policies/{section}", headers=AUTH), 404)
 
 
 def test_a_bad_rule_is_a_422_naming_it_and_the_rules_stay(server, news100):
     before = _rules(server)
     source = news100[0]["id"]
-    body = _problem(httpx.post(f"{server.url}/v1/rules/pins", json={"article": "p", "into": source, "slot": 0},
+    body = problem(httpx.post(f"{server.url}/v1/rules/pins", json={"article": "p", "into": source, "slot": 0},
                                headers=AUTH), 422, "pin")
     assert "slot=0" in body["detail"]
-    _problem(httpx.post(f"{server.url}/v1/rules/pins", json={"article": "p"}, headers=AUTH), 422, "pin")
-    _problem(httpx.post(f"{server.url}/v1/rules/blocks", json={"article": "p", "colour": 1}, headers=AUTH), 422,
+    problem(httpx.post(f"{server.url}/v1/rules/pins", json={"article": "p"}, headers=AUTH), 422, "pin")
+    problem(httpx.post(f"{server.url}/v1/rules/blocks", json={"article": "p", "colour": 1}, headers=AUTH), 422,
              "block")
-    _problem(httpx.put(f"{server.url}/v1/rules/policies/tass", json={"k": 0}, headers=AUTH), 422,
+    problem(httpx.put(f"{server.url}/v1/rules/policies/tass", json={"k": 0}, headers=AUTH), 422,
              "policies['tass']")
-    _problem(httpx.post(f"{server.url}/v1/rules/pins", json=["not", "an", "object"], headers=AUTH), 422, "body")
-    _problem(httpx.post(f"{server.url}/v1/rules/pins", content=b"{nope", headers=AUTH), 400, "body")
+    problem(httpx.post(f"{server.url}/v1/rules/pins", json=["not", "an", "object"], headers=AUTH), 422, "body")
+    problem(httpx.post(f"{server.url}/v1/rules/pins", content=b"{nope", headers=AUTH), 400, "body")
     document = {**before, "pins": [{"article": "a", "into": "b"}, {"article": "c", "tag": "t", "until": "soon"}]}
-    body = _problem(httpx.put(f"{server.url}/v1/rules", json=document, headers=AUTH), 422, "pins[1]")
+    body = problem(httpx.put(f"{server.url}/v1/rules", json=document, headers=AUTH), 422, "pins[1]")
     assert "until='soon'" in body["detail"]
-    _problem(httpx.delete(f"{server.url}/v1/rules/pins/x", params={"into": "a", "tag": "b"}, headers=AUTH), 422)
+    problem(httpx.delete(f"{server.url}/v1/rules/pins/x", params={"into": "a", "tag": "b"}, headers=AUTH), 422)
     assert _rules(server) == before
 
 
 def test_edits_made_from_an_old_version_are_refused_with_409(server):
     current = _rules(server)
     stale = current["version"] - 1 if current["version"] else current["version"] + 5
-    _problem(httpx.post(f"{server.url}/v1/rules/blocks", json={"article": "zz"},
+    problem(httpx.post(f"{server.url}/v1/rules/blocks", json={"article": "zz"},
                         headers={**AUTH, "If-Match": f'"{stale}"'}), 409, "If-Match")
-    _problem(httpx.put(f"{server.url}/v1/rules", json={**current, "version": stale, "blocks": []}, headers=AUTH), 409)
-    _problem(httpx.put(f"{server.url}/v1/rules", json={"pins": []}, headers=AUTH), 422, "version")
+    problem(httpx.put(f"{server.url}/v1/rules", json={**current, "version": stale, "blocks": []}, headers=AUTH), 409)
+    problem(httpx.put(f"{server.url}/v1/rules", json={"pins": []}, headers=AUTH), 422, "version")
     replaced = httpx.put(f"{server.url}/v1/rules", json={**current, "blocks": [{"article": "zz"}]}, headers=AUTH)
     assert replaced.status_code == 200 and replaced.json()["version"] == current["version"] + 1
     assert replaced.json()["blocks"] == [{"article": "zz", "from": None}]
@@ -144,7 +117,7 @@ def test_without_a_token_rule_changes_are_off(index):
     running = Server(index, workers=1)
     try:
         assert httpx.get(f"{running.url}/v1/rules").status_code == 200
-        body = _problem(httpx.post(f"{running.url}/v1/rules/blocks", json={"article": "x"}, headers=AUTH), 403)
+        body = problem(httpx.post(f"{running.url}/v1/rules/blocks", json={"article": "x"}, headers=AUTH), 403)
         assert "SIMILAR_ARTICLES_TOKEN" in body["detail"]
     finally:
         assert running.stop()

@@ -87,7 +87,7 @@ def server(index, tmp_path_factory):
     running.stop()
 
 
-def _problem(response: httpx.Response, status: int, field: str | None = None) -> dict:
+def problem(response: httpx.Response, status: int, field: str | None = None) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
     body = response.json()
@@ -121,18 +121,18 @@ def test_a_box_by_id_with_its_cache_headers(server, news100):
 
 def test_bad_requests_are_problems_that_name_the_field(server, news100):
     source = news100[0]["id"]
-    _problem(httpx.get(f"{server.url}/v1/articles/no-such-id/similar"), 404)
-    _problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 0}), 422, "k")
-    _problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": "two"}), 422, "k")
-    _problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 101}), 422, "k")
-    _problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"max_age_days": -1}), 422,
+    problem(httpx.get(f"{server.url}/v1/articles/no-such-id/similar"), 404)
+    problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 0}), 422, "k")
+    problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": "two"}), 422, "k")
+    problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"k": 101}), 422, "k")
+    problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"max_age_days": -1}), 422,
              "max_age_days")
-    _problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"max_age": 3}), 422, "max_age")
-    _problem(httpx.post(f"{server.url}/v1/similar", content=b"{not json"), 400, "body")
-    _problem(httpx.post(f"{server.url}/v1/similar", json=["a list"]), 422, "body")
-    _problem(httpx.post(f"{server.url}/v1/similar", json={"id": "x"}), 422)  # no title or body
-    _problem(httpx.post(f"{server.url}/v1/similar", content=b"x" * (11 * 1024 * 1024)), 413)
-    _problem(httpx.get(f"{server.url}/v2/nothing"), 404)
+    problem(httpx.get(f"{server.url}/v1/articles/{source}/similar", params={"max_age": 3}), 422, "max_age")
+    problem(httpx.post(f"{server.url}/v1/similar", content=b"{not json"), 400, "body")
+    problem(httpx.post(f"{server.url}/v1/similar", json=["a list"]), 422, "body")
+    problem(httpx.post(f"{server.url}/v1/similar", json={"id": "x"}), 422)  # no title or body
+    problem(httpx.post(f"{server.url}/v1/similar", content=b"x" * (11 * 1024 * 1024)), 413)
+    problem(httpx.get(f"{server.url}/v2/nothing"), 404)
 
 
 def test_an_unseen_article_gets_its_box(server):
@@ -145,13 +145,13 @@ def test_an_unseen_article_gets_its_box(server):
 
 def test_writes_need_the_token(server, news100):
     url = f"{server.url}/v1/articles"
-    _problem(httpx.put(url, json=[LEMON]), 401, "Authorization")
-    _problem(httpx.put(url, json=[LEMON], headers={"Authorization": "Bearer wrong"}), 401)
-    _problem(httpx.delete(f"{url}/{news100[1]['id']}"), 401)
+    problem(httpx.put(url, json=[LEMON]), 401, "Authorization")
+    problem(httpx.put(url, json=[LEMON], headers={"Authorization": "Bearer wrong"}), 401)
+    problem(httpx.delete(f"{url}/{news100[1]['id']}"), 401)
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    _problem(httpx.put(url, json={"not": "a list"}, headers=auth), 422, "body")
-    _problem(httpx.put(url, json=[{"id": str(i), "title": "t"} for i in range(1001)], headers=auth), 413, "body")
-    body = _problem(httpx.put(url, json=[LEMON, {"id": "no-text"}], headers=auth), 422)
+    problem(httpx.put(url, json={"not": "a list"}, headers=auth), 422, "body")
+    problem(httpx.put(url, json=[{"id": str(i), "title": "t"} for i in range(1001)], headers=auth), 413, "body")
+    body = problem(httpx.put(url, json=[LEMON, {"id": "no-text"}], headers=auth), 422)
     assert "row 2" in body["detail"] and "lemon" not in httpx.get(f"{server.url}/readyz").text
 
 
@@ -179,7 +179,7 @@ def test_an_add_through_one_worker_shows_in_every_worker_within_a_second(server,
     assert httpx.delete(f"{server.url}/v1/articles/lemon", headers=auth).json()["removed"] == 1
     time.sleep(1.0)
     assert {httpx.get(f"{server.url}/v1/articles/lemon/similar").status_code for _ in range(30)} == {404}
-    _problem(httpx.delete(f"{server.url}/v1/articles/lemon", headers=auth), 404, "article_id")
+    problem(httpx.delete(f"{server.url}/v1/articles/lemon", headers=auth), 404, "article_id")
 
 
 def test_health_readiness_metrics_and_schema(server):
@@ -197,7 +197,7 @@ def test_health_readiness_metrics_and_schema(server):
 def test_without_a_token_writes_are_off_and_say_how_to_turn_them_on(index):
     server = Server(index)
     try:
-        body = _problem(httpx.put(f"{server.url}/v1/articles", json=[LEMON]), 403)
+        body = problem(httpx.put(f"{server.url}/v1/articles", json=[LEMON]), 403)
         assert "SIMILAR_ARTICLES_TOKEN" in body["detail"] and "--token-file" in body["detail"]
     finally:
         assert server.stop()
