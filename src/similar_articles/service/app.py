@@ -29,7 +29,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..recommender import Recommender
 from . import editor, metrics, problems, rules_routes
-from .guard import TOKEN_ENV, authorise as _authorise, json_body as _json_body
+from .guard import TOKEN_ENV, authorise, json_body
 from .problems import Problem
 from .webhook import DEAD_LETTER_FILE, Webhook
 
@@ -125,7 +125,7 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
               responses={413: {"description": "Body too large"}, 422: {"description": "Bad article"}})
     async def similar_unseen(request: Request) -> Response:
         k, options = _box_query(request.query_params)
-        article = await _json_body(request, settings.max_body_bytes)
+        article = await json_body(request, settings.max_body_bytes)
         if not isinstance(article, dict):
             raise Problem(422, "Invalid article", "the body must be one article as a JSON object "
                           '(e.g. {"id": "a1", "title": "...", "body": "..."})', field="body")
@@ -136,8 +136,8 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
     @app.put("/v1/articles", summary="Add or replace articles (bearer token)", status_code=200,
              responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Writes are off"}})
     async def put_articles(request: Request) -> Response:
-        _authorise(request, settings.token)
-        rows = await _json_body(request, settings.max_body_bytes)
+        authorise(request, settings.token)
+        rows = await json_body(request, settings.max_body_bytes)
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise Problem(422, "Invalid articles", "the body must be a JSON list of articles (objects)", field="body")
         if len(rows) > settings.max_put_articles:
@@ -148,7 +148,7 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
     @app.delete("/v1/articles/{article_id}", summary="Remove an article from every box (bearer token)",
                 responses={401: {"description": "Missing or wrong token"}, 404: {"description": "Unknown id"}})
     async def delete_article(request: Request, article_id: str = PathParam(max_length=1000)) -> Response:
-        _authorise(request, settings.token)
+        authorise(request, settings.token)
         if article_id not in rec():
             raise Problem(404, "Unknown article", f"no article {article_id!r} in the index", field="article_id")
         return _json(announced(await run_in_threadpool(rec().remove, [article_id]), "removed"))
