@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np

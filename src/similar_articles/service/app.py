@@ -29,7 +29,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..recommender import Recommender
 from . import editor, metrics, problems, rules_routes
-from .guard import TOKEN_ENV, authorise, json_body
+from .guard import authorise, json_body
 from .problems import Problem
 from .webhook import DEAD_LETTER_FILE, Webhook
 

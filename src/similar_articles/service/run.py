@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..snapshot import resolve_snapshot_dir
-from .app import TOKEN_ENV, BoxFastPath, ServiceSettings, create_app
+from .app import BoxFastPath, ServiceSettings, create_app
+from .guard import TOKEN_ENV
 from .metrics import MULTIPROC_ENV
 
 SETTINGS_ENV = "SIMILAR_ARTICLES_SERVICE"  # how the settings reach worker processes
