@@ -173,7 +173,7 @@ def test_export_changed_rewrites_exactly_the_changed_boxes(tmp_path, news100, ne
     assert main([*export, "--out", str(out), "--changed"]) == 0
     assert "99 boxes ranked for" in capsys.readouterr().err
 
-    # With newsroom rules in force (not tracked: a block changes boxes no update named),
+    # A rules edit made without tracking (a block changes boxes no update named):
     # every box is ranked, and the block shows in the files.
     blocked = news100[20]["id"]
     assert main(["rules", "--index", str(index), "block", blocked]) == 0
@@ -181,6 +181,20 @@ def test_export_changed_rewrites_exactly_the_changed_boxes(tmp_path, news100, ne
     assert "99 boxes ranked for" in capsys.readouterr().err
     shown = {item["id"] for path in out.glob("[!.]*.json") for item in json.loads(path.read_text())["box"]}
     assert shown and blocked not in shown
+
+    # A rules edit made with --changed is logged: the next export ranks only its boxes.
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("[!.]*.json")}
+    pin = ["rules", "--index", str(index), "pin", news100[30]["id"], "--section", "rte", "--changed", "--now", NOW.isoformat()]
+    assert main(pin) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert records and all(r["change"] == "box" and r["rules"] == 2 for r in records)
+    assert main([*export, "--out", str(out), "--changed"]) == 0
+    assert f"{len(records)} boxes changed since the last export ranked" in capsys.readouterr().err
+    touched = {p.name for p in out.glob("[!.]*.json") if stamps.get(p.name) != p.stat().st_mtime_ns}
+    assert touched == {f"{r['id']}.json" for r in records}
+    assert main([*export, "--out", str(full)]) == 0
+    assert {p.name: p.read_bytes() for p in full.glob("[!.]*.json")} == \
+        {p.name: p.read_bytes() for p in out.glob("[!.]*.json")}
 
 
 def test_an_added_article_changes_only_the_boxes_that_show_it(rec, news100):
@@ -194,3 +208,82 @@ def test_an_added_article_changes_only_the_boxes_that_show_it(rec, news100):
     added = set(update.changed.added)
     showing = {i for i in before if {item[0] for item in after[i]} & added}
     assert {i for i in before if before[i] != after[i]} == showing == set(update.changed.boxes)
+
+
+# ------------------------------------------------------------------ rules edits
+@pytest.fixture
+def ruled(tmp_path, news100, news100_vectors, encoder):
+    """News100 with tags and kinds for rules to aim at, tracking changes."""
+    rows = [dict(r, tags=["uk"] if r["section"] == "bbc" else [],
+                 kind="opinion" if r["section"] == "huffingtonpost" else "news") for r in news100]
+    built = Recommender.build(rows, tmp_path / "index", embeddings=news100_vectors, encoder=encoder)
+    return built.track_changes(k=2, now=NOW)
+
+
+def assert_edit_reported_exactly(rec, change) -> set:
+    """A rules edit's report (the last one) equals the boxes that changed."""
+    before, version = every_box(rec), rec.state.rules.version
+    rec.edit_rules(change)
+    after = every_box(rec)
+    report = rec.changed_boxes()[-1]
+    assert report.rules == (version, version + 1) and report.complete and not report.added
+    truth = {i for i in before if before[i] != after[i]}
+    assert set(report.boxes) == truth
+    return truth
+
+
+def most_shown(rec) -> str:
+    shown = {}
+    for box in every_box(rec).values():
+        for item in box:
+            shown[item[0]] = shown.get(item[0], 0) + 1
+    return max(shown, key=shown.get)
+
+
+def test_rule_edits_report_the_boxes_they_changed(ruled):
+    """Pins (into a box, a section, a tag; moved; removed), blocks (everywhere, from
+    one box, lifted) and policies (a section's, the default, removed): each edit's
+    report equals the recomputed difference of every box."""
+    rec, ids = ruled, ruled.ids()
+    hub = most_shown(rec)
+    host = next(i for i, box in every_box(rec).items() if box and box[0][0] != hub and i != hub)
+    shown_in_host = every_box(rec)[host][0][0]
+    a, b, c = [i for i in ids if i not in (host, hub, shown_in_host)][:3]
+    sizes = [
+        assert_edit_reported_exactly(rec, lambda r: r.with_pin({"article": a, "into": host})),
+        assert_edit_reported_exactly(rec, lambda r: r.with_pin({"article": a, "into": host, "slot": 2})),
+        assert_edit_reported_exactly(rec, lambda r: r.with_pin({"article": b, "section": "rte"})),
+        assert_edit_reported_exactly(rec, lambda r: r.with_pin({"article": c, "tag": "uk", "slot": 2})),
+        assert_edit_reported_exactly(rec, lambda r: r.without_pins(b)),
+        assert_edit_reported_exactly(rec, lambda r: r.with_block({"article": hub})),
+        assert_edit_reported_exactly(rec, lambda r: r.with_block({"article": shown_in_host, "from": host})),
+        assert_edit_reported_exactly(rec, lambda r: r.without_block(hub)),
+        assert_edit_reported_exactly(rec, lambda r: r.with_policy("bbc", {"half_life_days": 0.5, "max_age_days": 60})),
+        assert_edit_reported_exactly(rec, lambda r: r.with_policy("cnn", {"exclude_kinds": ["opinion"]})),
+        assert_edit_reported_exactly(rec, lambda r: r.with_policy("*", {"sections": ["bbc", "cnn", "rte"]})),
+        assert_edit_reported_exactly(rec, lambda r: r.without_policy("*")),
+        assert_edit_reported_exactly(rec, lambda r: r.without_pins(a).without_pins(c)),
+    ]
+    assert all(sizes[:8]) and sum(map(len, sizes)) > 100  # every pin and block edit changed boxes
+
+
+def test_article_updates_under_rules_are_reported_exactly(ruled, news100):
+    """With pins, blocks and policies in force, adds and removals report the boxes as
+    they are served: a newcomer filling a blocked article's place, or a policy's box."""
+    rec = ruled
+    hub = most_shown(rec)
+    rec.edit_rules(lambda r: r.with_block({"article": hub}).with_pin({"article": news100[5]["id"], "section": "bbc"})
+                   .with_policy("cnn", {"half_life_days": 1, "exclude_kinds": ["opinion"]})
+                   .with_policy("*", {"half_life_days": 30})
+                   .with_pin({"article": "new-40-41", "section": "rte", "slot": 2}))  # not in the index yet
+    rng = np.random.default_rng(11)
+    steps = [
+        lambda: rec.add([new_row(news100, 3, 3, NOW - timedelta(days=1))]),
+        lambda: rec.add([dict(new_row(news100, 30, 31, NOW - timedelta(hours=5)), kind="opinion")]),
+        lambda: rec.remove([news100[5]["id"]]),  # the pinned article
+        lambda: rec.add([new_row(news100, 40, 41, datetime(2016, 1, 1, tzinfo=timezone.utc))]),  # now it is
+        lambda: rec.add([new_row(news100, i, int(rng.integers(100)), NOW - timedelta(days=int(rng.integers(1, 90))))
+                         for i in rng.choice(100, 6, replace=False)]),
+        lambda: rec.remove([news100[i]["id"] for i in rng.choice(100, 4, replace=False)]),
+    ]
+    assert sum(len(assert_reported_exactly(rec, step).changed.boxes) for step in steps) > 5

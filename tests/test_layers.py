@@ -12,7 +12,7 @@ LAYERS = [
     {"errors", "paths", "parallel"},
     {"config", "articles", "labels"},
     {"features", "embedding", "index", "ranking"},
-    {"table", "buildlock", "journal", "rules", "rulesfile", "changes"},
+    {"table", "buildlock", "journal", "rules", "rulesfile", "changes", "ruletargets"},
     {"snapshot"},
     {"artifacts"},
     {"state"},

@@ -99,8 +99,9 @@ def test_after_the_last_try_the_payload_is_kept_in_the_dead_letter_file(tmp_path
 
 
 def test_the_service_posts_what_a_write_changed(tmp_path, receiver, news100, news100_vectors, encoder):
-    """serve --webhook: a PUT's and a DELETE's changed boxes reach the receiver (which
-    fails once first); every box that now shows the new article is among them."""
+    """serve --webhook: a PUT's, a DELETE's and a rules edit's changed boxes reach the
+    receiver (which fails once first); every box that now shows the new article is
+    among them; a block changes exactly the boxes that showed the article."""
     index = tmp_path / "index"
     Recommender.build(news100[:60], index, embeddings=news100_vectors[:60], encoder=encoder)
     token_file = tmp_path / "token"
@@ -128,6 +129,18 @@ def test_the_service_posts_what_a_write_changed(tmp_path, receiver, news100, new
         assert {"id": "follow-up", "change": "removed"} in removal["boxes"]
         assert showing <= {b["id"] for b in removal["boxes"] if b["change"] == "box"}
         assert removal["live_update"] == answer["live_update"]
+
+        # A rules edit: the boxes the block took the article out of, with the rules' versions.
+        shown = next(item["id"] for row in news100[:60]
+                     for item in httpx.get(f"{server.url}/v1/articles/{row['id']}/similar").json()["box"])
+        showing = {row["id"] for row in news100[:60] if shown in [item["id"] for item in httpx.get(
+            f"{server.url}/v1/articles/{row['id']}/similar").json()["box"]]}
+        assert httpx.post(server.url + "/v1/rules/blocks", json={"article": shown}, headers=auth, timeout=60).is_success
+        edit = hook_receiver.wait_for(4)[3]
+        assert edit["rules"] == {"from": 0, "to": 1} and {b["change"] for b in edit["boxes"]} == {"box"}
+        assert {b["id"] for b in edit["boxes"]} == showing
+        time.sleep(1.5)  # the other worker follows the edit within a second: it does not post it again
+        assert len(hook_receiver.posts) == 4
     finally:
         assert server.stop()
     assert not (index / DEAD_LETTER_FILE).exists()

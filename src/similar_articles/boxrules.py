@@ -172,6 +172,42 @@ def rank(state: ServingState, sources: Sources, call: Request, k: int | None, ba
     return out
 
 
+def settings_by_section(state: ServingState, section_codes: np.ndarray, base: RankingConfig
+                        ) -> list[tuple[np.ndarray, RankingConfig]]:
+    """Rows of ``section_codes`` grouped by the ranking settings (``base`` with their
+    section's policy: half-life, maximum age) the rules give their boxes."""
+    rules = compiled(state)
+    if rules.empty:
+        return [(np.arange(len(section_codes)), base)]
+    codes, inverse = np.unique(section_codes, return_inverse=True)
+    groups: dict[tuple, list[int]] = {}
+    for i, code in enumerate(codes.tolist()):
+        plan = rules.plans.get(code, rules.default)
+        groups.setdefault(plan.values if plan else (), []).append(i)
+    return [(np.flatnonzero(np.isin(inverse, members)), replace_ranking(base, dict(values)))
+            for values, members in groups.items()]
+
+
+def passed_over(state: ServingState) -> int | None:
+    """How many recent articles a box's fallback may skip under the rules (the blocked
+    ones), or None when it depends on the box: a policy that filters sections, kinds,
+    languages or age, or one source language among several. Worked out once a state."""
+    if "passed_over" not in state.rulings:
+        state.rulings["passed_over"] = _passed_over(compiled(state), state.table.language_codes)
+    return state.rulings["passed_over"]
+
+
+def _passed_over(rules: Compiled, languages: np.ndarray | None) -> int | None:
+    plans = [*rules.plans.values(), *([rules.default] if rules.default else [])]
+    if any(p.sections is not None or p.kinds is not None or dict(p.values).get("max_age_days") is not None
+           or not (p.languages is None or isinstance(p.languages, str)) for p in plans):
+        return None
+    boxes_own_language = not plans or any(isinstance(p.languages, str) for p in plans)
+    if boxes_own_language and languages is not None and len(np.unique(languages[languages >= 0])) > 1:
+        return None
+    return (0 if rules.blocked is None else int(rules.blocked.sum())) + sum(map(len, rules.blocked_from.values()))
+
+
 def check_k(k: Any) -> int | None:
     """A call's box size, checked (None: the policy's)."""
     return None if k is None else check_box_size(k)

@@ -24,7 +24,9 @@ class ChangedBoxes:
     new version with a box that may differ); ``removed``: articles whose box is gone.
     ``complete``: False when an added article was close to so many boxes' entry
     scores that only its nearest articles (and boxes with room) were scored: a box
-    taking it from further away could be missing (docs/changes.md)."""
+    taking it from further away could be missing (docs/changes.md). ``rules``: for a
+    rules edit, the versions (from, to) of the rules it went between (no articles
+    came or went); None for a live update of articles."""
 
     seq: int
     k: int
@@ -34,17 +36,21 @@ class ChangedBoxes:
     replaced: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     complete: bool = True
+    rules: tuple[int, int] | None = None
     at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
     def records(self) -> list[dict[str, Any]]:
-        """A dict a box: ``{"id", "change", "live_update"}``, change one of CHANGE_KINDS."""
-        return [{"id": i, "change": kind, "live_update": self.seq}
+        """A dict a box: ``{"id", "change", "live_update"}`` (and ``"rules"``, the version a
+        rules edit made), change one of CHANGE_KINDS."""
+        edit = {} if self.rules is None else {"rules": self.rules[1]}
+        return [{"id": i, "change": kind, "live_update": self.seq, **edit}
                 for kind, ids in zip(CHANGE_KINDS, (self.boxes, self.added, self.replaced, self.removed)) for i in ids]
 
     def to_dict(self) -> dict[str, Any]:
         """The webhook's payload and a line of changes.jsonl (docs/http.md)."""
         return {"event": "boxes.changed", "live_update": self.seq, "snapshot": self.snapshot, "k": self.k,
-                "at": self.at, "complete": self.complete, "boxes": [{"id": r["id"], "change": r["change"]} for r in self.records()]}
+                "at": self.at, "complete": self.complete,
+                "rules": None if self.rules is None else {"from": self.rules[0], "to": self.rules[1]}, "boxes": [{"id": r["id"], "change": r["change"]} for r in self.records()]}
 
     def __len__(self) -> int:
         return len(self.boxes) + len(self.added) + len(self.replaced) + len(self.removed)
@@ -79,12 +85,14 @@ def append_changes(path: Path, report: ChangedBoxes) -> None:
         os.close(fd)
 
 
-def read_changes(path: Path, after: int, upto: int, snapshot: str | None, k: int) -> tuple[set[str], set[str]] | None:
-    """(ids whose box to rewrite, ids whose box is gone) from the updates after
-    ``after`` up to ``upto`` of ``snapshot``, from INDEX/changes.jsonl; None when one
-    of those updates is missing (made by a process that did not track changes, or
-    that compared boxes of another size than ``k``)."""
-    rewrite, gone, seen = set(), set(), set()
+def read_changes(path: Path, after: int, upto: int, snapshot: str | None, k: int, rules: tuple[int, int] = (0, 0)
+                 ) -> tuple[set[str], set[str]] | None:
+    """(ids whose box to rewrite, ids whose box is gone) from the live updates after
+    ``after`` up to ``upto`` of ``snapshot`` and the rules edits from version
+    ``rules[0]`` to ``rules[1]``, from INDEX/changes.jsonl; None when one of those is
+    missing (made by a process that did not track changes, or that compared boxes of
+    another size than ``k``)."""
+    rewrite, gone, seen, edited = set(), set(), set(), set()
     try:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
@@ -94,10 +102,17 @@ def read_changes(path: Path, after: int, upto: int, snapshot: str | None, k: int
             body = json.loads(line)
         except ValueError:
             continue  # a torn last line
-        if body.get("snapshot") != snapshot or body.get("k") != k or not after < body.get("live_update", -1) <= upto:
+        if body.get("snapshot") != snapshot or body.get("k") != k:
             continue
-        seen.add(body["live_update"])
+        edit = body.get("rules")
+        if edit is None and after < body.get("live_update", -1) <= upto:
+            seen.add(body["live_update"])
+        elif edit is not None and rules[0] <= edit["from"] < edit["to"] <= rules[1]:
+            edited.update(range(edit["from"] + 1, edit["to"] + 1))
+        else:
+            continue
         for box in sorted(body["boxes"], key=lambda b: b["change"] == "removed"):
             (gone if box["change"] == "removed" else rewrite).add(box["id"])
             (rewrite if box["change"] == "removed" else gone).discard(box["id"])
-    return (rewrite, gone) if seen >= set(range(after + 1, upto + 1)) else None
+    whole = seen >= set(range(after + 1, upto + 1)) and edited >= set(range(rules[0] + 1, rules[1] + 1))
+    return (rewrite, gone) if whole else None

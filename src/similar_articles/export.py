@@ -85,8 +85,8 @@ def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int | Non
     changed: rank only the boxes the live updates since this folder's last export
         changed, as INDEX/changes.jsonl lists them (docs/changes.md). Every box is
         ranked instead when that cannot be known: a first export, a new snapshot,
-        another k or other settings than the index's, rules in force or changed since,
-        or an update made by a process that did not track changes.
+        another k or other settings than the index's, a policy's k with ``k`` None, or
+        an update or rules edit made by a process that did not track changes.
     """
     _check_batching(batch_size, processes)
     folder = Path(folder)
@@ -97,9 +97,8 @@ def write_box_files(rec: Recommender, folder: str | os.PathLike, *, k: int | Non
     mark = {"snapshot": state.manifest.get("version"), "live_update": state.journal_seq,
             "k": DEFAULT_K if k is None else k, "settings": pinned.config.ranking.changed_from_defaults(),
             "rules": state.rules.version}
-    # Changes are tracked for boxes ranked without rules: with rules in force (a policy's
-    # k, pins, blocks), or since a rule changed, every box is ranked.
-    tracked = changed and not state.rules
+    # Changes are tracked for boxes of one size: a policy's own k makes others.
+    tracked = changed and (k is not None or not any("k" in p for p in state.rules.policies.values()))
     only = _changed_since(root, folder / EXPORT_MARK, mark, state.manifest) if tracked else None
     ids = pinned.ids() if only is None else [i for i in pinned.ids() if i in only[0]]
     counts = {"boxes": len(ids), "written": 0, "unchanged": 0, "deleted": 0, "changed_only": int(only is not None)}
@@ -135,9 +134,11 @@ def _changed_since(root: Path | None, mark_path: Path, mark: dict, manifest: dic
     except (OSError, ValueError):
         return None
     own = Config.from_dict(manifest.get("config") or {}).ranking.changed_from_defaults()
-    if root is None or mark["settings"] != own or any(last.get(key) != mark[key] for key in ("snapshot", "k", "settings", "rules")):
+    if root is None or mark["settings"] != own or any(last.get(key) != mark[key] for key in ("snapshot", "k", "settings")) \
+            or int(last.get("rules", 0)) > mark["rules"]:  # the rules file was replaced by an older one
         return None
-    return read_changes(root / CHANGES_FILE, int(last["live_update"]), mark["live_update"], mark["snapshot"], mark["k"])
+    return read_changes(root / CHANGES_FILE, int(last["live_update"]), mark["live_update"], mark["snapshot"], mark["k"],
+                        (int(last.get("rules", 0)), mark["rules"]))
 
 
 def _replace(path: Path, data: bytes) -> None:

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -76,12 +76,7 @@ class Recommender:
         articles = parse_articles(rows)
         if not articles:
             raise InvalidArticleError("no articles to index: the source gave no rows")
-        vectors = None
-        if embeddings is not None:
-            vectors = normalise_rows(embeddings)
-            if len(vectors) != len(articles):
-                raise ConfigError(f"embeddings has {len(vectors)} rows but there are {len(articles)} articles; "
-                                  "give one row per article, in the same order")
+        vectors = None if embeddings is None else _given_vectors(embeddings, len(articles))
         encoder = encoder or SentenceTransformerEncoder(config.encoder)
         build_articles(articles, path, config=config, encoder=encoder, cache=cache, vectors=vectors,
                        progress=progress, keep=keep)
@@ -136,7 +131,8 @@ class Recommender:
         Returns whether the state changed."""
         if self._root is None:
             return False
-        ruled = self._read_rules()
+        with self._writing:
+            ruled = self._read_rules()
         if self.reload():
             return True
         with self._writing:
@@ -145,15 +141,16 @@ class Recommender:
                 self._state = self._applied(self._state, records)[0]
         return bool(records) or ruled
 
-    def _read_rules(self) -> bool:
-        """Swap in the rules and labels if their files changed (one ``stat`` each); a
-        file that cannot be read leaves the ones in force (and is read again next time)."""
+    def _read_rules(self, *, own: bool = False) -> bool:
+        """Under ``_writing``: swap in the rules and labels if their files changed (a
+        ``stat`` each; an unreadable file leaves those in force). ``own``: our edit."""
         rules = self._rules.read_if_changed()
         if rules is not None:
-            with self._writing:
-                state = self._state.with_rules(*rules)
-                boxrules.compiled(state)  # before calls ask for it
-                self._state = state
+            state = self._state.with_rules(*rules)
+            boxrules.compiled(state)  # before calls ask for it
+            if self._tracker is not None and state.rules.version != self._state.rules.version:
+                self._tracker.rules_changed(self._state, state, own=own)
+            self._state = state
         return rules is not None
 
     def edit_rules(self, change, *, based_on: int | None = None) -> Rules:
@@ -163,9 +160,10 @@ class Recommender:
         written); RulesConflictError when ``based_on`` is not the version in force."""
         if self._rules is None:
             raise ConfigError("rules live in an index folder: load the index root, not a snapshot folder")
-        self._rules.edit(change, based_on=based_on)
-        self._read_rules()
-        return self._state.rules
+        with self._writing:  # no refresh takes this edit for another process's
+            made = self._rules.edit(change, based_on=based_on)
+            self._read_rules(own=True)
+        return made
 
     def _applied(self, state: ServingState, records: list[Record], *, own: int = -1,
                  tracked: bool = True) -> tuple[ServingState, dict[int, Update]]:
@@ -206,13 +204,14 @@ class Recommender:
         warm = Article.from_row({"id": "warm-up", "title": "Warm up the model"})
         unseen_sources(self._state, warm, self._vector_of(self._state, warm))
 
-    def track_changes(self, k: int = 2, *, now: datetime | None = None) -> "Recommender":
-        """Work out the ``k``-item boxes each update changes from now on (``Update.changed``;
-        :meth:`changed_boxes`; docs/changes.md). Ranks every box now (~50 s a million
-        articles on 2 cores) and after a reload. now: a fixed time (default: the clock)."""
+    def track_changes(self, k: int = 2, *, now: datetime | None = None,
+                      on_change: Callable[[ChangedBoxes], None] | None = None) -> "Recommender":
+        """Work out the ``k``-item boxes each update or rules edit changes (docs/changes.md).
+        Ranks every box now and after a reload (~50 s a million articles on 2 cores).
+        now: a fixed time (default: the clock); on_change: gets this process's reports."""
         with self._writing:
             self._tracker = ChangeTracker(self._state, self.config.ranking, check_k(k), now=now and as_utc(now),
-                                          log=self._root and self._root / CHANGES_FILE)
+                                          log=self._root and self._root / CHANGES_FILE, listener=on_change)
         return self
 
     def changed_boxes(self) -> list[ChangedBoxes]:
@@ -237,10 +236,7 @@ class Recommender:
             self._encoder = SentenceTransformerEncoder(self.config.encoder)
         return self._encoder
 
-    @property
-    def manifest(self) -> dict:
-        return self._state.manifest
-
+    manifest = property(lambda self: self._state.manifest, doc="The served snapshot's manifest.")
     root = property(lambda self: self._root, doc="The index folder (None for a snapshot folder).")
 
     @property
@@ -348,19 +344,15 @@ class Recommender:
 
     # ------------------------------------------------------------ between rebuilds
     def add(self, rows: Iterable[ArticleLike], *, embeddings: np.ndarray | None = None) -> Update:
-        """Index new or changed articles now. A known id is replaced. Returns how many
-        were added (an :class:`Update`: an int, with ``changed``). With an index root, the update is journaled (durable when this
-        returns) and every process serving the index applies it within
-        ``reload_interval``; the next build folds it into its snapshot."""
+        """Index new or changed articles now (a known id is replaced); returns how many, an
+        :class:`Update`. With an index root it is journaled (durable on return), every
+        process serving the index applies it within ``reload_interval``, and the next
+        build folds it in."""
         articles = parse_articles(rows)
         if not articles:
             return Update(0, self._state.journal_seq)
-        if embeddings is not None:
-            vectors = normalise_rows(embeddings)
-            if len(vectors) != len(articles):
-                raise ConfigError(f"embeddings has {len(vectors)} rows for {len(articles)} articles")
-        else:
-            vectors = self.encoder.encode_articles(articles)
+        vectors = self.encoder.encode_articles(articles) if embeddings is None else \
+            _given_vectors(embeddings, len(articles))
         if vectors.shape[1] != self._state.index.dim:
             raise ModelMismatchError(f"new vectors have {vectors.shape[1]} dimensions, the index "
                                      f"{self._state.index.dim}; make them with the index's model")
@@ -398,3 +390,10 @@ class Recommender:
                 "sections": len(state.table.section_names), "library_version": m.get("library_version"),
                 "ranking_settings": self.config.ranking.changed_from_defaults()}
 
+
+def _given_vectors(embeddings: np.ndarray, count: int) -> np.ndarray:
+    vectors = normalise_rows(embeddings)
+    if len(vectors) != count:
+        raise ConfigError(f"embeddings has {len(vectors)} rows but there are {count} articles; "
+                          "give one row per article, in the same order")
+    return vectors

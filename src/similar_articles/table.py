@@ -203,6 +203,11 @@ class ArticleTable:
         text = self.tags[position]
         return text.split(_TAG_SEP) if text else []
 
+    def tagged(self, tag: str) -> np.ndarray:
+        """Positions of the articles with ``tag`` (a pass over every article's tags)."""
+        return np.fromiter((i for i, text in enumerate(self.tags.tolist()) if text and tag in text.split(_TAG_SEP)),
+                           dtype=np.int64)
+
     def metadata(self) -> dict[str, list]:
         """The columns articles.json stores."""
         out = {name: getattr(self, name).tolist() for name in COLUMNS}

@@ -32,15 +32,17 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from . import parallel, ranking
+from . import boxrules, parallel, ranking
 from .changes import ChangedBoxes, append_changes
 from .config import RankingConfig
 from .features import retrieval
 from .features.lexical import overlaps
-from .pools import MAX_UNLISTED, RankedBlock, Request, indexed_sources, rank_block
+from .pools import MAX_UNLISTED, RankedBlock, Request, indexed_sources
+from .ruletargets import pinned_boxes, rule_targets
 from .state import ServingState
 
 SEARCH_WIDTH = 64  # nearest articles of an added one scored first (they bound the rest)
@@ -84,7 +86,7 @@ class BoxMap:
         self.entry[rows] = entry
         pushed = (block.kinds == 0) & (block.positions >= 0) & ((rows[:, None] >= listed) | (block.positions >= listed))
         self.reach[rows] = np.where(pushed, block.similarities, np.inf).min(axis=1)
-        self.lacking[rows] = (block.positions < 0).any(axis=1) | (block.kinds > 0).any(axis=1)
+        self.lacking[rows] = _lacking(block)
 
     def clear(self, rows: np.ndarray) -> None:
         self.picks[rows], self.kinds[rows], self.lacking[rows] = ranking.NO_PICK, 0, False
@@ -103,12 +105,13 @@ class ChangeTracker:
 
     now: the time boxes are ranked for (default: the clock at each update; a fixed
         time gives reproducible reports).
-    log: a file (INDEX/changes.jsonl) to append each reported update to.
+    log: a file (INDEX/changes.jsonl) to append each report of this process's updates to.
+    listener: called with each report of this process's updates (the service's webhook).
     """
 
     def __init__(self, state: ServingState, settings: RankingConfig, k: int, *, now: datetime | None = None,
-                 log: Path | None = None, keep: int = 256):
-        self.settings, self.k, self.now, self.log = settings, k, now, log
+                 log: Path | None = None, listener: Callable[[ChangedBoxes], None] | None = None, keep: int = 256):
+        self.settings, self.k, self.now, self.log, self.listener = settings, k, now, log, listener
         self.recent: deque[ChangedBoxes] = deque(maxlen=keep)
         self.reset(state)
 
@@ -128,9 +131,10 @@ class ChangeTracker:
 
     def _rank(self, state: ServingState, rows: np.ndarray, now: float, all_cores: bool = True
               ) -> tuple[RankedBlock, np.ndarray]:
-        """The default boxes of ``rows`` and their entry scores."""
-        ranked = rank_block(state, indexed_sources(state, rows),
-                            Request(self.k, self.settings, now, _NONE, None, all_cores))
+        """The boxes of ``rows`` as served (``k`` items under the rules in force) and
+        their entry scores."""
+        ranked = boxrules.rank(state, indexed_sources(state, rows),
+                               Request(self.k, self.settings, now, _NONE, None, all_cores), self.k, self.settings, {})
         return ranked, self._entry(state, ranked)
 
     def _entry(self, state: ServingState, ranked: RankedBlock) -> np.ndarray:
@@ -149,8 +153,7 @@ class ChangeTracker:
                 entry = np.minimum(entry, scores[:, j] - (1 - lam) / lam * redundancy)
         elif self.k > 1:
             entry[:] = -np.inf
-        lacking = (picks < 0).any(axis=1) | (ranked.kinds > 0).any(axis=1)
-        return np.where(lacking, -np.inf, entry).astype(np.float32)
+        return np.where(_lacking(ranked), -np.inf, entry).astype(np.float32)
 
     # ------------------------------------------------------------------ an update
     def update(self, before: ServingState, after: ServingState, seq: int, *, own: bool = False) -> ChangedBoxes:
@@ -167,16 +170,9 @@ class ChangeTracker:
         else:
             taking, complete = self._taking(after, added, now, old_n)
             suspects = np.unique(np.concatenate([
-                self.map.showing(killed), _listing(before, killed), *taking,
+                self.map.showing(killed), _listing(before, killed), *taking, pinned_boxes(after.rules, table, table.ids[added]),
                 *self._fallback_suspects(before, killed, now, old_n), *self._fallback_suspects(after, added, now, old_n)]))
-        suspects = suspects[table.alive[suspects]] if len(suspects) else _NONE
-        changed = _NONE
-        if len(suspects):
-            ranked, entry = self._rank(after, suspects, now, len(suspects) > 256)  # few: one core is faster
-            differs = (ranked.positions != self.map.picks[suspects]).any(axis=1) | \
-                (ranked.kinds != self.map.kinds[suspects]).any(axis=1)
-            changed = suspects[differs]
-            self.map.put(suspects, ranked, entry, after.listed_count())
+        changed = self._settle(after, suspects, now)
         self.map.clear(killed)
         new = added[table.alive[added]]
         if len(new):
@@ -188,9 +184,39 @@ class ChangeTracker:
             seq, self.k, after.manifest.get("version"), tuple(table.ids[changed].tolist()),
             tuple(table.ids[new[~replaced]].tolist()), tuple(table.ids[new[replaced]].tolist()),
             tuple(i for i in before.table.ids[killed].tolist() if i not in back), complete)
+        return self._publish(report, own)
+
+    def rules_changed(self, before: ServingState, after: ServingState, *, own: bool = False) -> ChangedBoxes:
+        """The boxes a rules edit (``before`` to ``after``: the same articles, other
+        rules) changed; the map is brought up to date (ruletargets.py says which are
+        ranked). ``own``: this process made the edit."""
+        now, n, (boxes, blocked, back) = self._now(), len(after.table), rule_targets(before.rules, after.rules, after.table)
+        taking, complete = self._taking(after, back, now, n)  # an article unblocked comes back as if added
+        changed = self._settle(after, np.unique(np.concatenate([
+            boxes, self.map.showing(blocked), *taking, *self._fallback_suspects(before, blocked, now, n),
+            *self._fallback_suspects(after, back, now, n)])), now)
+        return self._publish(ChangedBoxes(after.journal_seq, self.k, after.manifest.get("version"), tuple(
+            after.table.ids[changed].tolist()), complete=complete, rules=(before.rules.version, after.rules.version)), own)
+
+    def _settle(self, state: ServingState, suspects: np.ndarray, now: float) -> np.ndarray:
+        """Rank the live ``suspects``' boxes, put them in the map, and return those that
+        differ from the boxes the map knew."""
+        suspects = suspects[state.table.alive[suspects]] if len(suspects) else _NONE
+        if not len(suspects):
+            return _NONE
+        ranked, entry = self._rank(state, suspects, now, len(suspects) > 256)  # few: one core is faster
+        differs = (ranked.positions != self.map.picks[suspects]).any(axis=1) | \
+            (ranked.kinds != self.map.kinds[suspects]).any(axis=1)
+        self.map.put(suspects, ranked, entry, state.listed_count())
+        return suspects[differs]
+
+    def _publish(self, report: ChangedBoxes, own: bool) -> ChangedBoxes:
+        """Keep ``report``; this process's go to the log and the listener too."""
         self.recent.append(report)
         if own and self.log is not None:
             append_changes(self.log, report)
+        if own and self.listener is not None:
+            self.listener(report)
         return report
 
     def _taking(self, state: ServingState, added: np.ndarray, now: float, old_n: int
@@ -239,15 +265,16 @@ class ChangeTracker:
         published = table.published[sources]
         reference = np.where(np.isnan(published), now, published) if s.recency_reference == "article" else \
             np.full(len(sources), now)
-        ok = ranking.eligible(np.full(len(sources), a), alive=table.alive, published=table.published, now=now,
-                              reference=reference, max_age_days=s.max_age_days, excluded=_NONE,
-                              section_codes=table.section_codes, allowed_sections=None)
-        ok &= (cosines >= s.min_similarity - _SLACK) & \
+        ok = (cosines >= s.min_similarity - _SLACK) & \
             (relevance >= state.relatedness_floor(s.lexical_weight, s.floor_quantile) - _SLACK)
         same = (table.section_codes[sources] == table.section_codes[a]) & (table.section_codes[a] != ranking.NO_SECTION)
-        score = ranking.scores(relevance, (reference - table.published[a]) / ranking.SECONDS_PER_DAY, same,
-                               freshness_margin=s.freshness_margin, half_life_days=s.half_life_days,
-                               section_bonus=s.section_bonus)
+        age, score = (reference - table.published[a]) / ranking.SECONDS_PER_DAY, np.zeros(len(sources))
+        for rows, policy in boxrules.settings_by_section(state, table.section_codes[sources], s):  # a section's policy
+            ok[rows] &= ranking.eligible(np.full(len(rows), a), alive=table.alive, published=table.published, now=now,
+                                         reference=reference[rows], max_age_days=policy.max_age_days, excluded=_NONE,
+                                         section_codes=table.section_codes, allowed_sections=None)
+            score[rows] = ranking.scores(relevance[rows], age[rows], same[rows], freshness_margin=s.freshness_margin,
+                                         half_life_days=policy.half_life_days, section_bonus=s.section_bonus)
         return score, ok, cosines
 
     def _fallback_suspects(self, state: ServingState, moved: np.ndarray, now: float, old_n: int) -> list[np.ndarray]:
@@ -301,6 +328,12 @@ def _listing(state: ServingState, positions: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _lacking(ranked: RankedBlock) -> np.ndarray:
+    """Boxes that are short or show a fallback item (a pinned item is neither)."""
+    kinds = ranked.kinds
+    return (ranked.positions < 0).any(axis=1) | ((kinds > 0) & (kinds != boxrules.PINNED_KIND)).any(axis=1)
+
+
 def _holds(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Which rows hold any of ``positions``: compared one by one when they are few
     (np.isin sorts, ~3x slower for a handful)."""
@@ -348,8 +381,9 @@ def _edge(state: ServingState, order: np.ndarray, p: int, now: float, k: int, s:
     comes or goes. None when ``p`` is beyond it."""
     table = state.table
     need = max(20, 5 * k)
-    last = need + k + 2
-    if s.max_age_days is not None:  # eligibility then depends on the box: every recent article counts
+    passed = boxrules.passed_over(state)  # blocked articles a window skips: it may end that much later
+    last = need + k + 2 + (passed or 0)
+    if s.max_age_days is not None or passed is None:  # eligibility depends on the box: every recent article counts
         last = len(order)
     if not table.alive[p] or table.published[p] > now:
         return None

@@ -6,12 +6,11 @@ prints the boxes it changed as JSON lines (docs/changes.md)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import EXIT_OK, EXIT_USAGE, parse_now
+from .common import EXIT_OK, EXIT_USAGE, add_compare_options, print_changed, tracking_changes
 
 
 def add_update(sub) -> None:
@@ -24,27 +23,20 @@ def add_update(sub) -> None:
     add.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="default: from each name")
     add.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                      help="take a field from another column (repeatable)")
-    _compare_options(add)
+    add_compare_options(add)
     add.set_defaults(run=_add)
 
     remove = sub.add_parser("remove", help="hide articles from every box now and print the boxes that changed")
     remove.add_argument("ids", nargs="+", metavar="ID")
     remove.add_argument("--index", type=Path, required=True)
-    _compare_options(remove)
+    add_compare_options(remove)
     remove.set_defaults(run=_remove)
 
 
-def _compare_options(parser) -> None:
-    parser.add_argument("-k", type=int, default=2, help="box size compared (default 2)")
-    parser.add_argument("--now", default=None, help="ISO 8601 time the boxes are compared at (default: now)")
-
-
 def _load(args: argparse.Namespace):
-    from ..recommender import Recommender
-
     if args.index.is_dir() and not (args.index / "current").exists():
         raise ConfigError(f"{args.index} is not an index folder (no 'current'): give the folder a build wrote")
-    return Recommender.load(args.index, reload_interval=None).track_changes(args.k, now=parse_now(args.now))
+    return tracking_changes(args)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -63,7 +55,7 @@ def _add(args: argparse.Namespace) -> int:
         print(f"error: no article to add ({skipped} rows skipped)", file=sys.stderr)
         return EXIT_USAGE
     update = _load(args).add(articles)
-    _print(update)
+    print_changed(update.changed)
     print(f"added {int(update)} articles (live update {update.seq}), {skipped} rows skipped; "
           f"{len(update.changed.boxes)} other boxes changed", file=sys.stderr)
     return EXIT_OK
@@ -77,12 +69,8 @@ def _remove(args: argparse.Namespace) -> int:
     if len(unknown) == len(args.ids):
         return EXIT_USAGE
     update = rec.remove([i for i in args.ids if i not in unknown])
-    _print(update)
+    print_changed(update.changed)
     print(f"removed {int(update)} articles (live update {update.seq}); "
           f"{len(update.changed.boxes)} other boxes changed", file=sys.stderr)
     return EXIT_OK
 
-
-def _print(update) -> None:
-    for record in update.changed.records():
-        print(json.dumps(record, ensure_ascii=False))

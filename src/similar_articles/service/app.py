@@ -48,7 +48,7 @@ class ServiceSettings:
         answer, ~25 ms an article on 2 cores.
     refresh_interval: seconds between checks for a new snapshot or live updates (one
         ``readlink`` and one ``stat``); live updates reach every worker within it.
-    webhook: a URL to POST the boxes each accepted PUT or DELETE changed to (from a
+    webhook: a URL to POST the boxes each accepted PUT, DELETE or rules edit changed to (from a
         background thread; retried ``webhook_attempts`` times with backoff from
         ``webhook_backoff`` seconds, then kept in INDEX/webhook-dead-letter.jsonl).
         Each worker then ranks every box once at start-up (~50 s a million articles).
@@ -76,9 +76,10 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         rec = recommender or Recommender.load(settings.index, reload_interval=None)
         rec.warm_up()  # a first unseen article or live update would pay for it otherwise
         if settings.webhook:
-            holder["hook"] = Webhook(settings.webhook, settings.index / DEAD_LETTER_FILE,
-                                     attempts=settings.webhook_attempts, backoff=settings.webhook_backoff)
-            await run_in_threadpool(rec.track_changes)
+            hook = holder["hook"] = Webhook(settings.webhook, settings.index / DEAD_LETTER_FILE,
+                                            attempts=settings.webhook_attempts, backoff=settings.webhook_backoff)
+            # This worker's writes and rules edits; each worker sends its own.
+            await run_in_threadpool(rec.track_changes, on_change=lambda report: hook.send(report.to_dict()))
         holder["rec"] = rec
         _update_gauges(rec)
         follower = threading.Thread(target=_follow, args=(rec, settings.refresh_interval, stop), daemon=True,
@@ -154,10 +155,9 @@ def create_app(settings: ServiceSettings, recommender: Recommender | None = None
         return _json(announced(await run_in_threadpool(rec().remove, [article_id]), "removed"))
 
     def announced(update, what: str) -> dict[str, Any]:
-        """The answer to a write; its changed boxes go to the webhook, if any."""
+        """The answer to a write (its changed boxes went to the webhook, if any)."""
         body = {what: int(update), "live_update": rec().state.journal_seq}
-        if update.changed is not None and "hook" in holder:
-            holder["hook"].send(update.changed.to_dict())
+        if update.changed is not None:
             body["changed_boxes"] = len(update.changed)
         return body
 
