@@ -287,3 +287,23 @@ def test_article_updates_under_rules_are_reported_exactly(ruled, news100):
         lambda: rec.remove([news100[i]["id"] for i in rng.choice(100, 4, replace=False)]),
     ]
     assert sum(len(assert_reported_exactly(rec, step).changed.boxes) for step in steps) > 5
+
+
+def test_the_changes_log_keeps_its_newer_half_past_its_limit(tmp_path, monkeypatch):
+    """changes.jsonl never grows without end: past its limit it is cut to whole lines
+    of its newer half; an export whose updates were cut away finds the gap and ranks
+    every box instead of trusting a partial list."""
+    from similar_articles import changes
+    from similar_articles.changes import ChangedBoxes, append_changes, read_changes, recent_changes
+
+    monkeypatch.setattr(changes, "CHANGES_MAX_BYTES", 4000)
+    log = tmp_path / CHANGES_FILE
+    for seq in range(1, 201):
+        append_changes(log, ChangedBoxes(seq, 2, "v1", boxes=(f"a{seq}", f"b{seq}")))
+        assert log.stat().st_size <= 4000
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    seqs = [line["live_update"] for line in lines]
+    assert seqs == list(range(seqs[0], 201)) and 10 < len(seqs) < 200
+    assert [r["live_update"] for r in recent_changes(log, 3)] == [200, 199, 198]
+    assert read_changes(log, seqs[0] - 1, 200, "v1", 2) == ({f"{p}{s}" for s in seqs for p in "ab"}, set())
+    assert read_changes(log, seqs[0] - 2, 200, "v1", 2) is None  # one update is gone: not trusted

@@ -36,7 +36,7 @@ def server(tmp_path_factory, news100, news100_vectors, encoder):
     Recommender.build(news100[:60], path, embeddings=news100_vectors[:60], encoder=encoder)
     token_file = tmp_path_factory.mktemp("token") / "token"
     token_file.write_text(TOKEN + "\n")
-    running = Server(path, workers=2, token_file=token_file)
+    running = Server(path, workers=2, token_file=token_file, extra=("--track-changes",))
     yield running
     running.stop()
 
@@ -106,6 +106,7 @@ def test_search_open_pin_and_block_in_a_browser(server, browser, news100, tmp_pa
     assert "pinned" in browser.find_element(By.CSS_SELECTOR, "#box .item").get_attribute("class")
     assert f"pin of '{pick}'" in browser.find_element(By.ID, "rules").text
     assert f"added pin of '{pick}'" in browser.find_element(By.ID, "history").text
+    assert _changed(browser)[0] == {source["id"]}  # the box the pin changed, listed under the edit
     # Every worker serves it within a second (the other one at its next refresh): the
     # API agrees from fresh connections.
     deadline = time.monotonic() + 1.5
@@ -122,6 +123,8 @@ def test_search_open_pin_and_block_in_a_browser(server, browser, news100, tmp_pa
     box = _wait_for_box(browser, lambda box: gone not in {i for i, _ in box})
     assert box[0][0] == pick and len(box) == 2
     assert f"block of '{gone}' everywhere" in browser.find_element(By.ID, "history").text
+    blocked_from = _changed(browser)[0]  # every box that showed it, this one among them
+    assert source["id"] in blocked_from and len(blocked_from) > 1
 
     shot = tmp_path / "editor.png"
     assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -141,3 +144,9 @@ def test_an_article_link_from_the_cms_and_a_phone_screen(server, news100):
     finally:
         phone.quit()
     assert httpx.get(f"{server.url}/editor", params={"id": "no-such-article"}).status_code == 404
+
+
+def _changed(browser) -> list[set[str]]:
+    """The ids of the boxes each entry of "Recently changed boxes" links to, newest first."""
+    return [{a.get_attribute("href").split("id=")[1] for a in entry.find_elements(By.CSS_SELECTOR, "a")}
+            for entry in browser.find_elements(By.CSS_SELECTOR, "#changes li")]

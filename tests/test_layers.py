@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "similar_articles"
 # Bottom to top; a module may import modules of its own or any lower layer (docs/design.md).
 LAYERS = [
-    {"errors", "paths", "parallel"},
+    {"errors", "paths", "parallel", "jsonlines"},
     {"config", "articles", "labels"},
     {"features", "embedding", "index", "ranking"},
     {"table", "buildlock", "journal", "rules", "rulesfile", "changes", "ruletargets"},

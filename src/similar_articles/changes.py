@@ -13,7 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .journal import FileLock
+from .jsonlines import newest_records
+
 CHANGES_FILE = "changes.jsonl"  # INDEX/changes.jsonl: a line an update, what export --changed reads
+CHANGES_MAX_BYTES = 64 << 20  # past this the log keeps its newer half (an export older than that ranks every box)
 CHANGE_KINDS = ("box", "added", "replaced", "removed")
 
 
@@ -75,14 +79,27 @@ class Update(int):
 
 
 def append_changes(path: Path, report: ChangedBoxes) -> None:
-    """One line for ``report`` at the end of INDEX/changes.jsonl: a single write, so
-    lines from several processes never interleave; a torn last line is skipped."""
+    """One line for ``report`` at the end of INDEX/changes.jsonl, under its lock (a
+    torn last line is skipped by readers). Past CHANGES_MAX_BYTES the file is cut to
+    its newer half, by atomic rename: a reader sees the old file or the new one."""
     line = (json.dumps(report.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    with FileLock(path.with_suffix(".lock")):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size > CHANGES_MAX_BYTES:
+            data = path.read_bytes()  # it ends with a newline: the cut finds one
+            temporary = path.with_suffix(".tmp")
+            temporary.write_bytes(data[data.find(b"\n", len(data) - CHANGES_MAX_BYTES // 2) + 1:])
+            os.replace(temporary, path)
+
+
+def recent_changes(path: Path, limit: int = 10) -> list[dict[str, Any]]:
+    """The last ``limit`` reports of INDEX/changes.jsonl, newest first."""
+    return newest_records(path, limit)
 
 
 def read_changes(path: Path, after: int, upto: int, snapshot: str | None, k: int, rules: tuple[int, int] = (0, 0)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from .errors import StorageError
 from .journal import FileLock
+from .jsonlines import newest_records
 from .labels import LABELS_FILE, read_labels
 from .rules import RuleError, Rules, RulesConflictError
 
@@ -99,19 +100,7 @@ class RulesFile:
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
         """The last ``limit`` versions' changes, newest first: {"version", "at", "changes"}."""
-        try:
-            lines = (self.root / HISTORY_FILE).read_text("utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in reversed(lines):
-            try:
-                out.append(json.loads(line))
-            except ValueError:  # a line cut by a crash: skipped
-                continue
-            if len(out) == limit:
-                break
-        return out
+        return newest_records(self.root / HISTORY_FILE, limit)
 
     def replace_document(self, document: Any, *, based_on: int | None = None) -> Rules:
         """Put a whole document in force (validated first; its version is ignored)."""

@@ -83,6 +83,10 @@ def add_serve(sub) -> None:
     serve.add_argument("--webhook-attempts", type=int, default=5, help="tries a payload gets (default 5)")
     serve.add_argument("--webhook-backoff", type=float, default=0.5,
                        help="seconds before the first retry, doubling after each (default 0.5)")
+    serve.add_argument("--track-changes", action="store_true",
+                       help="log the boxes each write and rules edit changes to INDEX/changes.jsonl, for export "
+                            "--changed and the editors' page (implied by --webhook; each worker ranks every box "
+                            "at start: ~50 s a million articles)")
     serve.set_defaults(run=_serve)
 
 
@@ -101,6 +105,6 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("--webhook-attempts must be at least 1 and --webhook-backoff 0 or more seconds")
     serve(ServiceSettings(args.index, token=read_token(args.token_file), cache_max_age=args.cache_max_age,
                           webhook=args.webhook, webhook_attempts=args.webhook_attempts,
-                          webhook_backoff=args.webhook_backoff),
+                          webhook_backoff=args.webhook_backoff, track_changes=args.track_changes),
           host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
     return EXIT_OK

@@ -1,6 +1,6 @@
 """The editors' page, ``/editor``: find an article by title or id, see its box with
 scores, reasons, labels and fallback marks, pin into it or block from it, and read the
-rules that shape it and the last rule changes. Server-rendered HTML with a little
+rules that shape it, the last rule changes and the boxes changed lately. Server-rendered HTML with a little
 JavaScript and no build step; usable on a phone. ``/editor?id=ID`` opens one article
 (a link from the CMS). Changes go through the token-guarded rules routes
 (rules_routes.py): the token is typed once and kept in the browser's localStorage.
@@ -20,11 +20,13 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from ..changes import CHANGES_FILE, recent_changes
 from ..recommender import Recommender
 from ..rules import DEFAULT_POLICY
 from ..rulesfile import RulesFile
 
 SEARCH_LIMIT = 20
+CHANGED_SHOWN = 8  # changed boxes listed a report (the rest are counted)
 
 
 def install(app: FastAPI, rec: Callable[[], Recommender], index: Path) -> None:
@@ -35,13 +37,13 @@ def install(app: FastAPI, rec: Callable[[], Recommender], index: Path) -> None:
     async def editor(request: Request) -> Response:
         query = request.query_params
         status, page = await run_in_threadpool(render, rec(), files, query.get("q", ""), query.get("id"),
-                                               query.get("after"), query.get("k"))
+                                               query.get("after"), query.get("k"), index / CHANGES_FILE)
         return Response(page, status_code=status, media_type="text/html; charset=utf-8",
                         headers={"Cache-Control": "no-store"})
 
 
 def render(rec: Recommender, files: RulesFile, q: str, article_id: str | None, after: str | None,
-           k: str | None) -> tuple[int, str]:
+           k: str | None, changes_log: Path) -> tuple[int, str]:
     """(status, HTML) of the page for a search ``q`` and/or an article."""
     if after and after.isdigit() and rec.state.rules.version < int(after):
         rec.refresh()  # the change this page just made, if another worker took it
@@ -59,6 +61,7 @@ def render(rec: Recommender, files: RulesFile, q: str, article_id: str | None, a
             size = int(k) if k and k.isdigit() and 1 <= int(k) <= 20 else None
             parts.append(_article(rec, state, position, size))
     parts.append(_history(files.history(15)))
+    parts.append(_changes(recent_changes(changes_log), state.table))
     return status, _page(escape(q), "\n".join(parts), state.rules.version, escape(str(state.manifest.get("version"))))
 
 
@@ -172,6 +175,30 @@ def _history(entries: list[dict]) -> str:
     return f'<section><h3>Recent rule changes</h3><ol id="history" class="history">{items}</ol></section>'
 
 
+def _changes(reports: list[dict], table) -> str:
+    """The latest changed-box reports: what changed them, when, and links to the boxes."""
+    if not reports:
+        return ('<section><h3>Recently changed boxes</h3><p>None recorded. Processes that track changes record '
+                'them: <code>serve --track-changes</code> (or <code>--webhook</code>), <code>add</code>, '
+                '<code>remove</code>, <code>rules … --changed</code>.</p></section>')
+    items = []
+    for report in reports:
+        cause = f'rules version {report["rules"]["to"]}' if report.get("rules") else \
+            f'live update {report.get("live_update")}'
+        boxes = [b["id"] for b in report.get("boxes", []) if b.get("change") == "box"]
+        links = "".join(f'<a href="/editor?{urlencode({"id": i})}">{escape(_title(table, i))}</a>'
+                        for i in boxes[:CHANGED_SHOWN])
+        more = f"<span>and {len(boxes) - CHANGED_SHOWN} more</span>" if len(boxes) > CHANGED_SHOWN else ""
+        items.append(f'<li><small>{escape(cause)} · {escape(str(report.get("at", ""))[:19])} · {len(boxes)} boxes '
+                     f'changed</small><span class="links">{links}{more}</span></li>')
+    return f'<section><h3>Recently changed boxes</h3><ol id="changes" class="history">{"".join(items)}</ol></section>'
+
+
+def _title(table, article_id: str) -> str:
+    position = table.position_of(article_id)
+    return (table.titles[position] if position is not None else None) or article_id
+
+
 def _button(text: str, method: str, url: str, body: dict | None = None) -> str:
     data = f' data-body="{escape(json.dumps(body))}"' if body is not None else ""
     return f'<button type="button" data-method="{method}" data-url="{escape(url)}"{data}>{escape(text)}</button>'
@@ -197,7 +224,7 @@ ol,ul{padding-left:0;list-style:none}small{display:block;color:#666;overflow-wra
 .item.pinned{border-color:#2a7;background:#f2fbf6}.item.fallback{border-style:dashed;background:#fafafa}
 .label{font-size:.8rem;background:#eef;padding:0 .3rem;border-radius:3px;white-space:nowrap}
 .actions{display:flex;gap:.3rem;flex-wrap:wrap;align-items:flex-start}
-.flags,.error{color:#a00}#status{min-height:1.4em}#status.error{color:#a00}.rules button{margin-left:.5rem}
+.links a{margin-right:.8rem}.flags,.error{color:#a00}#status{min-height:1.4em}#status.error{color:#a00}.rules button{margin-left:.5rem}
 """
 
 def _page(q: str, body: str, version: int, snapshot: str) -> str:
