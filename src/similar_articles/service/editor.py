@@ -189,8 +189,8 @@ def _changes(reports: list[dict], table) -> str:
         links = "".join(f'<a href="/editor?{urlencode({"id": i})}">{escape(_title(table, i))}</a>'
                         for i in boxes[:CHANGED_SHOWN])
         more = f"<span>and {len(boxes) - CHANGED_SHOWN} more</span>" if len(boxes) > CHANGED_SHOWN else ""
-        items.append(f'<li><small>{escape(cause)} · {escape(str(report.get("at", ""))[:19])} · {len(boxes)} boxes '
-                     f'changed</small><span class="links">{links}{more}</span></li>')
+        items.append(f'<li><small>{escape(cause)} · {escape(str(report.get("at", ""))[:19])} · {len(boxes)} '
+                     f'{"box" if len(boxes) == 1 else "boxes"} changed</small><span class="links">{links}{more}</span></li>')
     return f'<section><h3>Recently changed boxes</h3><ol id="changes" class="history">{"".join(items)}</ol></section>'
 
 
