@@ -90,7 +90,10 @@ def eligible(positions: np.ndarray, *, alive: np.ndarray, published: np.ndarray,
 
 
 def blend(similarity: np.ndarray, overlap: np.ndarray, lexical_weight: float) -> np.ndarray:
-    """Embedding cosine and term overlap mixed: (1 - w) * cosine + w * overlap."""
+    """Embedding cosine and term overlap mixed: (1 - w) * cosine + w * overlap (w = 1:
+    the overlap alone, also where the cosine is -inf, an empty pool slot)."""
+    if lexical_weight == 1.0:
+        return np.asarray(overlap, dtype=np.result_type(similarity, overlap))
     return (1.0 - lexical_weight) * similarity + lexical_weight * overlap
 
 
