@@ -9,7 +9,6 @@ import numpy as np
 
 from . import ranking
 from .config import RankingConfig
-from .features import retrieval
 from .features.lexical import overlaps
 from .pools import MAX_UNLISTED
 from .state import ServingState
@@ -64,7 +63,7 @@ def nearest(state: ServingState, a: int, s: RankingConfig, width: int) -> tuple[
         prints = state.features.prints(np.array([a]))
         least = 1.0  # no postings: no bound on the overlap
         if state.postings is not None and len(state.postings.docs):
-            finds = retrieval.search(state.postings, prints, width, exclude=np.array([a]))[0]
+            finds = state.lexical_finds(prints, width, np.array([a]))[0]
             finds = finds[finds >= 0]
             least = 0.0
             if len(finds):

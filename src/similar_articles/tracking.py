@@ -18,7 +18,8 @@ The suspects of an update, found without ranking every box:
   dense index and the lexical retriever, and any other whose box takes a newcomer
   scoring below what those nearest allow (each article's entry score is kept in the
   map: its picks' scores less what MMR's diversity term can give a newcomer), are
-  scored against it, and those where it would reach the box are suspects;
+  scored against it, and those where it would reach the box or push a pick out of
+  its pool are suspects (the searches: searches.py);
 - either, near the top of a section's recent articles: the boxes filled with recent
   articles (fallback) that could now show another one.
 
@@ -42,6 +43,7 @@ from .features.lexical import overlaps
 from .pools import RankedBlock, Request, indexed_sources, rank_block
 from .state import ServingState
 
+SEARCH_WIDTH = 65  # nearest articles scored when the bound leaves too many (else a pool's width)
 MAX_BOUNDED = 4096  # other articles scored against an added one at most (~0.5 us each)
 BLOCK = 1024
 _NONE = np.zeros(0, np.int64)
@@ -206,6 +208,7 @@ class ChangeTracker:
             if np.count_nonzero(wanted) > MAX_BOUNDED + len(found):
                 complete = False  # boxes any related newcomer enters, and reachable picks, are still scored
                 wanted = self.map.lacking[:old_n] | reachable
+                found = np.union1d(found, searches.nearest(state, a, self.settings, SEARCH_WIDTH)[0])
             wanted[found[found < old_n]] = True
             candidates = np.flatnonzero(wanted)
             candidates = candidates[(candidates < old_n) & state.table.alive[candidates]]
