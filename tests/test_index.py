@@ -176,3 +176,23 @@ def test_inner_products_are_the_cosines_of_the_stored_rows(built, data):
     none = built.inner_products(np.empty((0, DIM), np.float32), np.empty((0, 3), np.int64))
     assert none.shape == (0, 3)
     assert built.products_at(np.empty((0, DIM)), *built.read_rows(np.empty((0, 3), np.int64))).shape == (0, 3)
+
+
+def test_a_layered_index_answers_kept_queries_as_it_searched_them(data):
+    """The base's answer to a query is kept (an added article's box ranked again reads
+    no graph): a batch mixing kept and new queries, on a layered index with rows added
+    since, gets what a fresh index searches, and a caller editing an answer changes no
+    later one."""
+    from similar_articles.index import LayeredIndex
+
+    base = FaissIndex.create("hnsw", DIM, IndexConfig())
+    base.add(data[:1500])
+    layered = LayeredIndex(base).with_rows(data[1500:1600])
+    first = layered.search_many(data[1500:1510], 20)
+    first[1][:] = -7  # a caller's edit of its copy
+    later = layered.with_rows(data[1600:1700])  # shares the kept answers
+    mixed = data[1495:1515]  # half kept, half new
+    fresh = LayeredIndex(base, later.added).search_many(mixed, 20)
+    for got, want in zip(later.search_many(mixed, 20), fresh):
+        np.testing.assert_array_equal(got, want)
+    assert (later.search_many(data[1500:1501], 20)[1][0, 0] == 1500)

@@ -17,7 +17,7 @@ LAYERS = [
     {"artifacts"},
     {"state"},
     {"pools"},
-    {"results", "sources", "boxrules", "tracking"},
+    {"results", "sources", "boxrules", "searches", "tracking"},
     {"batch"},
     {"recommender"},
     {"export", "datasets", "default"},

@@ -15,7 +15,7 @@ from similar_articles.batch import candidates
 from similar_articles.config import Config, IndexConfig, RankingConfig
 from similar_articles.evaluation import event_halves
 from similar_articles.features import retrieval
-from similar_articles.features.lexical import LexicalModel, list_overlaps
+from similar_articles.features.lexical import PAD, Fingerprints, LexicalModel, list_overlaps
 
 WIDTH = 5
 RECIPE = ("Slowly simmer the leeks and potatoes in butter until soft, then add the stock and season with "
@@ -149,3 +149,21 @@ def test_the_site_report_measures_and_names_the_floor_of_the_settings_it_ranks_w
     assert loose["relatedness_floor"] == pytest.approx(calibrated.state.relatedness_floor(0.4, 0.5))
     assert strict["relatedness_floor"] == pytest.approx(calibrated.state.relatedness_floor(0.4, 0.99))
     assert strict["fallback_share"] > loose["fallback_share"]
+
+
+def test_a_search_ranks_ties_by_position_as_a_sort_of_every_total(prints):
+    """The k best of the lexical totals come largest first, ties by lower position: what
+    a stable sort of every article's total gives (the search only sorts the best)."""
+    postings = retrieval.build_postings(prints)
+    tied = Fingerprints(prints.ids, np.where(prints.ids != PAD, 1.0, 0.0).astype(prints.weights.dtype))
+    for row in range(0, len(prints), 7):
+        query = tied.take(np.array([row]))
+        found = retrieval.search(postings, query, 10)[0]
+        ids = query.ids[0, :retrieval.QUERY_TERMS]
+        totals = np.zeros(len(prints))
+        for term in ids[ids != PAD].tolist():
+            at = slice(postings.offsets[term], postings.offsets[term + 1])
+            np.add.at(totals, postings.docs[at], postings.weights[at].astype(np.float32))
+        held = np.flatnonzero(totals > 0)
+        want = held[np.argsort(-totals[held], kind="stable")][:10]
+        np.testing.assert_array_equal(found[found >= 0], want)

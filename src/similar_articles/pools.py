@@ -19,7 +19,7 @@ import numpy as np
 from . import ranking
 from .articles import Article
 from .config import RankingConfig
-from .features import copies, retrieval
+from .features import copies
 from .features.lexical import Fingerprints, overlaps
 from .state import ServingState
 
@@ -214,7 +214,7 @@ def _with_lexical(state: ServingState, sources: Sources, positions: np.ndarray, 
     if state.postings is None or not len(state.postings.docs):
         return positions
     prints = sources.prints if sources.prints is not None else state.features.prints(np.maximum(sources.positions, 0))
-    found = retrieval.search(state.postings, prints, fetch, exclude=sources.positions)
+    found = state.lexical_finds(prints, fetch, sources.positions)
     for row in range(len(found)):
         found[row, np.isin(found[row], positions[row])] = -1
     return np.hstack([positions, found])

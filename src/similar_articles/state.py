@@ -19,7 +19,8 @@ from .artifacts import Artifacts, LoadedSnapshot
 from .config import Config
 from .errors import IndexCorruptedError, ModelMismatchError
 from .features import copies
-from .features.lexical import LexicalModel
+from .features.lexical import Fingerprints, LexicalModel
+from .features import retrieval
 from .features.retrieval import Postings
 from .ranking import blend
 from .features.store import Rows, TextFeatures
@@ -61,6 +62,9 @@ class ServingState:
     rules: Rules = field(default_factory=Rules)  # the newsroom's rules (rules.json), applied at call time
     labels: dict = field(default_factory=lambda: dict(DEFAULT_LABELS))  # reader labels (labels.json)
     rulings: dict = field(default_factory=dict, compare=False)  # the rules compiled for this table, made once
+    # The lexical retriever's answers (lexical_finds), kept: the postings never
+    # change until the next snapshot, so the states made from this one share them.
+    finds: dict = field(default_factory=dict, compare=False)
 
     def with_rules(self, rules: Rules, labels: dict) -> "ServingState":
         """This state under other rules and labels (compiled again on the next call)."""
@@ -150,6 +154,20 @@ class ServingState:
         else:
             state, changed = self.with_removed(record.ids)
         return replace(state, journal_seq=record.seq), changed
+
+    def lexical_finds(self, prints: Fingerprints, k: int, exclude: np.ndarray) -> np.ndarray:
+        """retrieval.search over the postings, each answer kept (the latest 4,096): an
+        added article's box, ranked again, reads no postings."""
+        keys = [(k, prints.ids[b].tobytes(), prints.weights[b].tobytes(), int(exclude[b])) for b in range(len(prints))]
+        got = [self.finds.get(key) for key in keys]
+        missing = [b for b, found in enumerate(got) if found is None]
+        if missing:
+            found = retrieval.search(self.postings, prints.take(np.array(missing)), k, exclude=exclude[missing])
+            if len(self.finds) + len(missing) > 4096:
+                self.finds.clear()
+            for row, b in enumerate(missing):
+                got[b] = self.finds[keys[b]] = found[row].copy()
+        return np.stack(got) if got else np.full((0, k), -1, np.int64)
 
     def listed_count(self) -> int:
         """Articles with a neighbour list: those of the snapshot (0 without lists)."""

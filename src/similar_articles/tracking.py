@@ -18,7 +18,8 @@ The suspects of an update, found without ranking every box:
   dense index and the lexical retriever, and any other whose box takes a newcomer
   scoring below what those nearest allow (each article's entry score is kept in the
   map: its picks' scores less what MMR's diversity term can give a newcomer), are
-  scored against it, and those where it would reach the box are suspects;
+  scored against it, and those where it would reach the box or push a pick out of
+  its pool are suspects (the searches: searches.py);
 - either, near the top of a section's recent articles: the boxes filled with recent
   articles (fallback) that could now show another one.
 
@@ -36,16 +37,15 @@ from typing import Callable
 
 import numpy as np
 
-from . import boxrules, parallel, ranking
+from . import boxrules, parallel, ranking, searches
 from .changes import ChangedBoxes, append_changes
 from .config import RankingConfig
-from .features import retrieval
 from .features.lexical import overlaps
-from .pools import MAX_UNLISTED, RankedBlock, Request, indexed_sources
+from .pools import RankedBlock, Request, indexed_sources
 from .ruletargets import pinned_boxes, rule_targets
 from .state import ServingState
 
-SEARCH_WIDTH = 64  # nearest articles of an added one scored first (they bound the rest)
+SEARCH_WIDTH = 65  # nearest articles scored when the bound leaves too many (else a pool's width)
 MAX_BOUNDED = 4096  # other articles scored against an added one at most (~0.5 us each)
 BLOCK = 1024
 _NONE = np.zeros(0, np.int64)
@@ -97,7 +97,7 @@ class BoxMap:
         if not len(positions):
             return _NONE
         picks = self.picks[:self.n]
-        return np.flatnonzero(_holds(picks, positions))
+        return np.flatnonzero(searches.holds(picks, positions))
 
 
 class ChangeTracker:
@@ -124,7 +124,7 @@ class ChangeTracker:
         self.map.grow(len(state.table))
         rows = state.table.live_positions()
         blocks = [rows[i:i + BLOCK] for i in range(0, len(rows), BLOCK)]
-        now = self._now()
+        now = self.ranked_at = self._now()
         with ThreadPoolExecutor(max(1, parallel.worker_count())) as pool:
             for block, (ranked, entry) in zip(blocks, pool.map(lambda b: self._rank(state, b, now, False), blocks)):
                 self.map.put(block, ranked, entry, state.listed_count())
@@ -165,12 +165,13 @@ class ChangeTracker:
         added = np.arange(old_n, new_n)
         killed = np.flatnonzero(before.table.alive & ~table.alive[:old_n])
         complete = True
-        if _all_searched(after) and not _all_searched(before):  # every pool just became a search
+        if searches.all_searched(after) and not searches.all_searched(before):  # every pool just became a search
             suspects = np.arange(old_n)
         else:
             taking, complete = self._taking(after, added, now, old_n)
             suspects = np.unique(np.concatenate([
-                self.map.showing(killed), _listing(before, killed), *taking, pinned_boxes(after.rules, table, table.ids[added]),
+                self.map.showing(killed), searches.listing(before, killed), *taking,
+                pinned_boxes(after.rules, table, table.ids[added]),
                 *self._fallback_suspects(before, killed, now, old_n), *self._fallback_suspects(after, added, now, old_n)]))
         changed = self._settle(after, suspects, now)
         self.map.clear(killed)
@@ -223,31 +224,67 @@ class ChangeTracker:
                 ) -> tuple[list[np.ndarray], bool]:
         """For each added article, the existing articles whose box it could rank into;
         and whether every such article was scored (see ChangedBoxes.complete)."""
-        out, complete = [], True
+        out, complete, slack = [], True, self._slack(now)
         for a in added[state.table.alive[added]].tolist():
-            found, bound, dense = _nearest(state, a, self.settings, SEARCH_WIDTH)
+            found, bound, dense = searches.nearest(state, a, self.settings, self._fetch())
             # Any other article scores the newcomer below ``bound`` and finds it less
             # similar than ``dense``: only boxes whose entry or reach is lower can take
             # it; those are scored too, unless there are too many.
             reachable = self.map.reach[:old_n] <= dense + _SLACK
-            wanted = (self.map.entry[:old_n] <= bound + self._slack()) | reachable
+            wanted = (self.map.entry[:old_n] <= bound + slack) | reachable
             if np.count_nonzero(wanted) > MAX_BOUNDED + len(found):
                 complete = False  # boxes any related newcomer enters, and reachable picks, are still scored
                 wanted = self.map.lacking[:old_n] | reachable
+                found = np.union1d(found, searches.nearest(state, a, self.settings, SEARCH_WIDTH)[0])
             wanted[found[found < old_n]] = True
             candidates = np.flatnonzero(wanted)
             candidates = candidates[(candidates < old_n) & state.table.alive[candidates]]
             if len(candidates):
                 score, related, cosines = self._newcomer(state, a, candidates, now)
                 lacking = self.map.lacking[candidates]
-                takes = np.where(lacking, related, related & (score >= self.map.entry[candidates] - self._slack()))
-                out.append(candidates[takes | (cosines >= self.map.reach[candidates] - _SLACK)])
+                takes = np.where(lacking, related, related & (score >= self.map.entry[candidates] - slack))
+                reaches = cosines >= self.map.reach[candidates] - _SLACK
+                reaches[reaches & ~takes] = self._pushing(state, candidates[reaches & ~takes])
+                out.append(candidates[takes | reaches])
         return out, complete
 
-    def _slack(self) -> float:
-        """How far a known box's scores may have drifted since it was ranked: its items'
-        freshness bonuses (the clock moved) and float rounding."""
-        return self.settings.freshness_margin + _SLACK
+    def _slack(self, now: float) -> float:
+        """How far a known box's scores may have drifted since it was ranked (when the
+        map was, or later): its items' freshness bonuses fade by at most
+        freshness_margin * (1 - 2^(-elapsed / half-life)); and float rounding."""
+        s = self.settings
+        if s.half_life_days is None:
+            return _SLACK
+        elapsed = abs(now - self.ranked_at) / ranking.SECONDS_PER_DAY
+        return s.freshness_margin * (1 - 2 ** (-elapsed / s.half_life_days)) + _SLACK
+
+    def _fetch(self) -> int:
+        """The nearest articles a pool holds (rank_block's default)."""
+        return max(self.settings.candidates, 4 * self.k)
+
+    def _pushing(self, state: ServingState, rows: np.ndarray) -> np.ndarray:
+        """Which boxes of ``rows`` (a newcomer is as similar as their reach) could have
+        lost a pick out of their pool. A listed pool keeps the ``fetch`` articles added
+        since the build most similar to its source: one newcomer pushes a pick out only
+        if ``fetch`` others are as similar as it. A searched pool (an article added
+        since the build) lost one if a related pick left its search's ``fetch`` nearest
+        (the base's answer is kept: only the added articles are searched again)."""
+        fetch, listed, index = self._fetch(), state.listed_count(), state.index
+        out = np.ones(len(rows), bool)
+        searched = np.flatnonzero(rows >= listed)
+        if len(searched):
+            _, nearest = index.search_many(index.vectors(rows[searched]), fetch)
+            picks = self.map.picks[rows[searched]]
+            kept = (picks[:, :, None] == nearest[:, None, :]).any(axis=2) | (picks < 0) | (self.map.kinds[rows[searched]] > 0)
+            out[searched] = ~kept.all(axis=1)
+        if state.neighbours is None or fetch > state.neighbours.width or searches.all_searched(state):
+            return out
+        mine = np.flatnonzero(rows < listed)
+        out[mine] = False  # every article added since the build is in every listed pool
+        if len(index) - listed > fetch and len(mine):
+            cosines = index.vectors(rows[mine]) @ index.vectors(np.arange(listed, len(index))).T
+            out[mine] = (cosines >= self.map.reach[rows[mine], None] - _SLACK).sum(axis=1) > fetch
+        return out
 
     def _newcomer(self, state: ServingState, a: int, sources: np.ndarray, now: float
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -282,16 +319,18 @@ class ChangeTracker:
         articles at ``moved`` came or went (only those near the top of a recent order
         reach a fallback)."""
         out, table, k = [], state.table, self.k
+        if not len(moved) or not self.settings.fallback:
+            return out
         lacking = np.flatnonzero(self.map.lacking[:old_n])
-        if not len(lacking) or not len(moved) or not self.settings.fallback:
+        if not len(lacking):
             return out
         slack = (1 - self.settings.mmr_lambda) / max(self.settings.mmr_lambda, 1e-9) + _SLACK
         for p in moved.tolist():
             code = int(table.section_codes[p])
-            overall = _edge(state, table.recent_order, p, now, k, self.settings)
+            overall = searches.edge(state, table.recent_order, p, now, k, self.settings)
             if overall is not None:  # boxes reaching into recent articles of any section
                 out.append(lacking[(self.map.picks[lacking] < 0).any(axis=1) | (self.map.kinds[lacking] == 2).any(axis=1)])
-            edge = None if code == ranking.NO_SECTION else _edge(state, table.recent_by_section[code], p, now, k,
+            edge = None if code == ranking.NO_SECTION else searches.edge(state, table.recent_by_section[code], p, now, k,
                                                                  self.settings)
             if edge is None:
                 continue
@@ -309,90 +348,7 @@ class ChangeTracker:
 _SLACK = 1e-4  # float rounding between a score computed here and the ranking's
 
 
-def _all_searched(state: ServingState) -> bool:
-    """Past MAX_UNLISTED articles added since the build, every pool is a search."""
-    return len(state.index) - state.listed_count() > MAX_UNLISTED
-
-
-def _listing(state: ServingState, positions: np.ndarray) -> np.ndarray:
-    """The reverse neighbours of ``positions``: articles whose candidate list holds one
-    (a scan of the lists, ~25 ms at a million articles, instead of a reverse index of
-    4 bytes a list slot)."""
-    positions = positions[positions < state.listed_count()]
-    if not len(positions) or state.neighbours is None:
-        return _NONE
-    lists, out = state.neighbours.lists, []
-    for start in range(0, len(lists), 65536):
-        block = lists[start:start + 65536]
-        out.append(start + np.flatnonzero(_holds(block, positions)))
-    return np.concatenate(out)
-
-
 def _lacking(ranked: RankedBlock) -> np.ndarray:
     """Boxes that are short or show a fallback item (a pinned item is neither)."""
     kinds = ranked.kinds
     return (ranked.positions < 0).any(axis=1) | ((kinds > 0) & (kinds != boxrules.PINNED_KIND)).any(axis=1)
-
-
-def _holds(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Which rows hold any of ``positions``: compared one by one when they are few
-    (np.isin sorts, ~3x slower for a handful)."""
-    if len(positions) > 8:
-        return np.isin(rows, positions).any(axis=1)
-    out = np.zeros(len(rows), bool)
-    for p in positions.tolist():
-        out |= (rows == p).any(axis=1)
-    return out
-
-
-def _nearest(state: ServingState, a: int, s: RankingConfig, width: int) -> tuple[np.ndarray, float, float]:
-    """Article ``a``'s nearest articles by both retrievers, a score no other article
-    gives it (the dense search's last cosine blended with the least overlap among the
-    lexical finds, plus the largest bonuses) and that last cosine (-inf when the
-    search held every article). The lexical part is as exact as the lexical retriever (it reads the
-    postings of the newcomer's strongest terms), as the build's candidate lists are."""
-    vector = state.index.vectors(np.array([a]))
-    sims, found = state.index.search_many(vector, width + 1)
-    sims, found = sims[0][found[0] >= 0], found[0][found[0] >= 0]
-    if len(found) < min(width + 1, len(state.index)) or len(found) == len(state.index):
-        return found, -np.inf, -np.inf
-    bound = dense = float(sims[-1])
-    if state.features.lexical is not None and s.lexical_weight > 0:
-        prints = state.features.prints(np.array([a]))
-        least = 1.0  # no postings: no bound on the overlap
-        if state.postings is not None and len(state.postings.docs):
-            finds = retrieval.search(state.postings, prints, width, exclude=np.array([a]))[0]
-            finds = finds[finds >= 0]
-            least = 0.0
-            if len(finds):
-                theirs = state.features.prints(finds)
-                least = float(overlaps(prints.ids, prints.weights, theirs.ids[None], theirs.weights[None]).min())
-            found = np.union1d(found, finds)
-        # Articles added since the build are in no postings: all of them are scored.
-        found = np.union1d(found, np.arange(state.listed_count(), len(state.index)))
-        bound = ranking.blend(bound, least, s.lexical_weight)
-    return found, bound + s.freshness_margin + s.section_bonus, dense
-
-
-def _edge(state: ServingState, order: np.ndarray, p: int, now: float, k: int, s: RankingConfig) -> np.ndarray | None:
-    """The articles around the end of a fallback window in ``order`` (its first
-    max(20, 5k) eligible articles less a box's own picks and source), if ``p`` is
-    eligible and before that end: the ones that may enter or leave a window when ``p``
-    comes or goes. None when ``p`` is beyond it."""
-    table = state.table
-    need = max(20, 5 * k)
-    passed = boxrules.passed_over(state)  # blocked articles a window skips: it may end that much later
-    last = need + k + 2 + (passed or 0)
-    if s.max_age_days is not None or passed is None:  # eligibility depends on the box: every recent article counts
-        last = len(order)
-    if not table.alive[p] or table.published[p] > now:
-        return None
-    eligible: list[int] = []
-    for start in range(0, len(order), 256):
-        block = order[start:start + 256]
-        eligible.extend(block[table.alive[block] & ~(table.published[block] > now)].tolist())
-        if len(eligible) > last:
-            break
-    if p not in eligible[:last + 1]:
-        return None
-    return np.array(eligible[max(0, need - k - 2):last + 1] + [p], np.int64)

@@ -80,10 +80,21 @@ def search(postings: Postings, prints: Fingerprints, k: int, *, exclude: np.ndar
         totals = np.bincount(inverse, weights=products)
         if exclude is not None and exclude[row] >= 0:
             totals[found == exclude[row]] = -np.inf
-        best = np.argsort(-totals, kind="stable")[:k]
+        best = _best(totals, k)
         best = best[np.isfinite(totals[best])]
         out[row, :len(best)] = found[best]
     return out
+
+
+def _best(totals: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the ``k`` largest ``totals``, largest first, ties by index (as a
+    stable sort of them all ranks, at a fraction of its cost: ~0.7 against ~2 ms for
+    an article's postings at a million)."""
+    if len(totals) > k:
+        cut = np.partition(totals, len(totals) - k)[len(totals) - k]
+        top = np.flatnonzero(totals >= cut)
+        return top[np.argsort(-totals[top], kind="stable")][:k]
+    return np.argsort(-totals, kind="stable")[:k]
 
 
 class LexicalQueries(NamedTuple):

@@ -9,27 +9,35 @@ import numpy as np
 
 from .base import VectorIndex, gathered_rows
 
+MAX_ANSWERS = 4096  # the base's answers kept (~2 kB each at 384 dimensions)
+
 
 class LayeredIndex:
     """``base`` (positions 0..n-1) and ``added`` float32 rows (positions n..); the
     VectorIndex contract over both. Exact search over the added rows costs ~d
-    multiply-adds each: a few thousand added between builds cost well under a ms."""
+    multiply-adds each: a few thousand added between builds cost well under a ms.
 
-    def __init__(self, base: VectorIndex, added: np.ndarray | None = None):
+    The base never changes, so its answer to a query is kept (the latest MAX_ANSWERS,
+    shared with the indexes made from this one): an added article's box, ranked again,
+    reads no graph (~1.5 ms an HNSW search at a million)."""
+
+    def __init__(self, base: VectorIndex, added: np.ndarray | None = None, answers: dict | None = None):
         self.base = base
+        self._answers = {} if answers is None else answers
         self.dim = base.dim
         self.kind = base.kind
         self.added = np.zeros((0, base.dim), np.float32) if added is None else added
         self._n = len(base)
 
     def with_rows(self, vectors: np.ndarray) -> "LayeredIndex":
-        return LayeredIndex(self.base, np.vstack([self.added, np.asarray(vectors, dtype=np.float32)]))
+        return LayeredIndex(self.base, np.vstack([self.added, np.asarray(vectors, dtype=np.float32)]), self._answers)
 
     def __len__(self) -> int:
         return self._n + len(self.added)
 
     def search_many(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        sims, positions = self.base.search_many(queries, n)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        sims, positions = self._base_search(queries, n)
         if not len(self.added):
             return sims, positions
         extra = np.asarray(queries, dtype=np.float32) @ self.added.T
@@ -39,6 +47,21 @@ class LayeredIndex:
         sims = np.where(positions >= 0, sims, -np.inf)
         top = np.argsort(-sims, axis=1, kind="stable")[:, :min(n, len(self))]
         return np.take_along_axis(sims, top, 1), np.take_along_axis(positions, top, 1)
+
+    def _base_search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The base's search_many, each query's answer kept."""
+        keys = [(n, query.tobytes()) for query in queries]
+        got = [self._answers.get(key) for key in keys]
+        missing = [i for i, answer in enumerate(got) if answer is None]
+        if missing:
+            sims, positions = self.base.search_many(queries[missing], n)
+            if len(self._answers) + len(missing) > MAX_ANSWERS:
+                self._answers.clear()
+            for row, i in enumerate(missing):
+                got[i] = self._answers[keys[i]] = (sims[row].copy(), positions[row].copy())
+        if not got:
+            return self.base.search_many(queries, n)
+        return np.stack([s for s, _ in got]), np.stack([p for _, p in got])
 
     def vectors(self, positions: np.ndarray, *, all_cores: bool = False) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
