@@ -196,3 +196,8 @@ def test_a_layered_index_answers_kept_queries_as_it_searched_them(data):
     for got, want in zip(later.search_many(mixed, 20), fresh):
         np.testing.assert_array_equal(got, want)
     assert (later.search_many(data[1500:1501], 20)[1][0, 0] == 1500)
+    # A wider answer kept serves a narrower search (the change tracker's 65, then a pool's 50).
+    later.search_many(data[1530:1540], 40)
+    for got, want in zip(later.search_many(data[1530:1540], 20), LayeredIndex(base, later.added).search_many(
+            data[1530:1540], 20)):
+        np.testing.assert_array_equal(got, want)

@@ -139,3 +139,14 @@ def test_eligible_hides_every_excluded_article_few_or_many(count):
                             max_age_days=None, excluded=excluded, section_codes=np.zeros(n, np.int32),
                             allowed_sections=None)
     assert mask.tolist() == (~np.isin(positions, excluded)).tolist()
+
+
+@pytest.mark.parametrize("n", [1, 7, 30])
+def test_top_columns_keep_what_a_stable_sort_keeps_ties_included(n):
+    """A pool's added articles are chosen by partition: the same set a stable sort of
+    every column keeps, ties by the lower column, whatever the ties."""
+    rng = np.random.default_rng(n)
+    sims = rng.integers(0, 6, size=(40, 30)).astype(np.float32) / 5  # many ties
+    got = ranking.top_columns(sims, n)
+    want = np.sort(np.argsort(-sims, axis=1, kind="stable")[:, :n], axis=1)
+    np.testing.assert_array_equal(got, want)

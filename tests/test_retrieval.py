@@ -167,3 +167,19 @@ def test_a_search_ranks_ties_by_position_as_a_sort_of_every_total(prints):
         held = np.flatnonzero(totals > 0)
         want = held[np.argsort(-totals[held], kind="stable")][:10]
         np.testing.assert_array_equal(found[found >= 0], want)
+
+
+def test_a_state_answers_a_narrower_lexical_search_from_a_wider_one_it_kept(planted):
+    """A state keeps each lexical search's answer; a narrower search of the same
+    fingerprint (a pool's 50 after the change tracker's 65) gets what it would find."""
+    rec, _ = planted
+    state = rec.state.with_rules(rec.state.rules, rec.state.labels)  # the answers are shared: start from none
+    state.finds.clear()
+    rows = np.arange(0, 60, 6)
+    prints, exclude = state.features.prints(rows), rows
+    wide = state.lexical_finds(prints, 30, exclude)
+    assert len(state.finds) == len(rows) and (wide >= 0).sum(axis=1).min() > 10
+    narrow = state.lexical_finds(prints, 10, exclude)
+    np.testing.assert_array_equal(narrow, retrieval.search(state.postings, prints, 10, exclude=exclude))
+    np.testing.assert_array_equal(narrow, wide[:, :10])
+    assert len(state.finds) == len(rows)  # served from the kept answers

@@ -300,6 +300,32 @@ def test_added_articles_are_served_like_built_ones(tmp_path, news100, news100_ve
         np.testing.assert_allclose([i.similarity for i in mine], [i.similarity for i in theirs], atol=1e-4)
 
 
+def test_a_built_articles_pool_keeps_the_added_articles_most_similar_to_it(fresh_index, news100, news100_vectors):
+    """Past a pool's width of articles added since the build, a built article's pool
+    holds the added ones most similar to it, ties by the earlier added: its box shows
+    the best of them wherever they were added."""
+    rec, source = fresh_index, news100[0]["id"]
+    own = news100_vectors[0]
+    assert (news100_vectors[1:] @ own).max() < 0.8  # every built article is less similar
+    rng = np.random.default_rng(7)
+    cosines = np.linspace(0.80, 0.83, 30)
+    cosines[-7:] = np.linspace(0.86, 0.88, 7)  # the 7 most similar are added last
+    cosines[[3, 12]] = 0.85  # a tie just below them: only one fits a pool of 8 (k=2, candidates=4)
+    other = rng.normal(size=(30, own.size))
+    other -= np.outer(other @ own, own)
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    vectors = (cosines[:, None] * own + np.sqrt(1 - cosines[:, None] ** 2) * other).astype(np.float32)
+    vectors[12] = vectors[3]
+    rows = [dict(news100[50 + i], id=f"near-{i}", title=f"Near {i}: {news100[50 + i]['title']}") for i in range(30)]
+    rec.add(rows, embeddings=vectors)
+    plain = dict(k=2, candidates=4, now=NOW, lexical_weight=0.0, freshness_margin=0.0, section_bonus=0.0,
+                 min_similarity=-1.0, floor_quantile=None)
+    assert [item.id for item in rec.recommend(source, **plain)] == ["near-29", "near-28"]
+    # With the 7 best excluded, the pool's eighth added article is the earlier of the tie.
+    box = rec.recommend(source, exclude_ids=[f"near-{i}" for i in range(23, 30)], **plain)
+    assert box[0].id == "near-3" and "near-12" not in {item.id for item in box}
+
+
 def test_adding_a_known_id_replaces_the_article(fresh_index, news100, news100_vectors):
     rec = fresh_index
     ids = [row["id"] for row in news100]

@@ -169,9 +169,8 @@ def _listable(state: ServingState, sources: Sources, fetch: int, search: bool) -
 
 
 def _pool(state: ServingState, sources: Sources, fetch: int, listed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, exhausted) of each source's pool: its list and then the articles
-    added since (``listed``), or a search. A listed pool's column j < the list width
-    is list slot j."""
+    """(positions, exhausted) of each source's pool: its list and then the articles added
+    since (``listed``), or a search. A listed pool's column j < the list width is slot j."""
     if not listed:
         _, positions = state.index.search_many(sources.vectors, fetch)
         exhausted = (positions < 0).any(axis=1) | (positions.shape[1] < fetch)
@@ -179,9 +178,11 @@ def _pool(state: ServingState, sources: Sources, fetch: int, listed: bool) -> tu
     rows = state.neighbours.lists[sources.positions]
     exhausted = (rows < 0).any(axis=1)  # a short list held every article there was
     added = np.arange(state.listed_count(), len(state.index))
-    if not len(added):
-        return rows.astype(np.int64), exhausted
-    return np.hstack([rows, np.broadcast_to(added, (len(rows), len(added)))]).astype(np.int64), exhausted
+    # A pool keeps its ``fetch`` most similar added articles (_kept): one product with the
+    # added rows chooses them, so a call reads ``fetch`` rows, not every added one.
+    chosen = added[ranking.top_columns(state.index.added_products(sources.vectors), fetch)] if len(added) > fetch \
+        else np.broadcast_to(added, (len(rows), len(added)))
+    return np.hstack([rows, chosen]).astype(np.int64), exhausted
 
 
 def _kept(order: np.ndarray, fetch: int, width: int) -> np.ndarray:

@@ -89,6 +89,16 @@ def eligible(positions: np.ndarray, *, alive: np.ndarray, published: np.ndarray,
     return mask
 
 
+def top_columns(sims: np.ndarray, n: int) -> np.ndarray:
+    """Each row's ``n`` columns of largest ``sims`` (n <= columns), ties by lower
+    column as a stable sort keeps them, in column order: a partition, not a sort."""
+    part = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+    least = np.take_along_axis(sims, part, axis=1).min(axis=1, keepdims=True)
+    above, tied = sims > least, sims == least
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= n - above.sum(axis=1, keepdims=True)))
+    return np.nonzero(chosen)[1].reshape(len(sims), n)
+
+
 def blend(similarity: np.ndarray, overlap: np.ndarray, lexical_weight: float) -> np.ndarray:
     """Embedding cosine and term overlap mixed: (1 - w) * cosine + w * overlap (w = 1:
     the overlap alone, also where the cosine is -inf, an empty pool slot)."""

@@ -156,18 +156,19 @@ class ServingState:
         return replace(state, journal_seq=record.seq), changed
 
     def lexical_finds(self, prints: Fingerprints, k: int, exclude: np.ndarray) -> np.ndarray:
-        """retrieval.search over the postings, each answer kept (the latest 4,096): an
-        added article's box, ranked again, reads no postings."""
-        keys = [(k, prints.ids[b].tobytes(), prints.weights[b].tobytes(), int(exclude[b])) for b in range(len(prints))]
+        """retrieval.search over the postings, each answer kept (the latest 4,096; a
+        kept answer serves a narrower search as its first ``k``): an added article's
+        box, ranked again, reads no postings."""
+        keys = [(prints.ids[b].tobytes(), prints.weights[b].tobytes(), int(exclude[b])) for b in range(len(prints))]
         got = [self.finds.get(key) for key in keys]
-        missing = [b for b, found in enumerate(got) if found is None]
+        missing = [b for b, found in enumerate(got) if found is None or len(found) < k]
         if missing:
             found = retrieval.search(self.postings, prints.take(np.array(missing)), k, exclude=exclude[missing])
             if len(self.finds) + len(missing) > 4096:
                 self.finds.clear()
             for row, b in enumerate(missing):
                 got[b] = self.finds[keys[b]] = found[row].copy()
-        return np.stack(got) if got else np.full((0, k), -1, np.int64)
+        return np.stack([found[:k] for found in got]) if got else np.full((0, k), -1, np.int64)
 
     def listed_count(self) -> int:
         """Articles with a neighbour list: those of the snapshot (0 without lists)."""

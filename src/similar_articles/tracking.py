@@ -45,7 +45,7 @@ from .pools import RankedBlock, Request, indexed_sources
 from .ruletargets import pinned_boxes, rule_targets
 from .state import ServingState
 
-SEARCH_WIDTH = 65  # nearest articles scored when the bound leaves too many (else a pool's width)
+SEARCH_WIDTH = 65  # an added article's nearest, always scored (its own box's pool reuses the searches)
 MAX_BOUNDED = 4096  # other articles scored against an added one at most (~0.5 us each)
 BLOCK = 1024
 _NONE = np.zeros(0, np.int64)
@@ -226,7 +226,7 @@ class ChangeTracker:
         and whether every such article was scored (see ChangedBoxes.complete)."""
         out, complete, slack = [], True, self._slack(now)
         for a in added[state.table.alive[added]].tolist():
-            found, bound, dense = searches.nearest(state, a, self.settings, self._fetch())
+            found, bound, dense = searches.nearest(state, a, self.settings, max(SEARCH_WIDTH, self._fetch()))
             # Any other article scores the newcomer below ``bound`` and finds it less
             # similar than ``dense``: only boxes whose entry or reach is lower can take
             # it; those are scored too, unless there are too many.
@@ -235,7 +235,6 @@ class ChangeTracker:
             if np.count_nonzero(wanted) > MAX_BOUNDED + len(found):
                 complete = False  # boxes any related newcomer enters, and reachable picks, are still scored
                 wanted = self.map.lacking[:old_n] | reachable
-                found = np.union1d(found, searches.nearest(state, a, self.settings, SEARCH_WIDTH)[0])
             wanted[found[found < old_n]] = True
             candidates = np.flatnonzero(wanted)
             candidates = candidates[(candidates < old_n) & state.table.alive[candidates]]

@@ -40,7 +40,7 @@ class LayeredIndex:
         sims, positions = self._base_search(queries, n)
         if not len(self.added):
             return sims, positions
-        extra = np.asarray(queries, dtype=np.float32) @ self.added.T
+        extra = self.added_products(queries)
         sims = np.hstack([sims, extra])
         positions = np.hstack([positions, np.broadcast_to(np.arange(self._n, len(self), dtype=np.int64),
                                                           extra.shape)])
@@ -48,20 +48,27 @@ class LayeredIndex:
         top = np.argsort(-sims, axis=1, kind="stable")[:, :min(n, len(self))]
         return np.take_along_axis(sims, top, 1), np.take_along_axis(positions, top, 1)
 
+    def added_products(self, queries: np.ndarray) -> np.ndarray:
+        """(B, added) inner products of ``queries`` with every row added since the
+        base, in position order: one matrix product (~d multiply-adds a row)."""
+        return np.asarray(queries, dtype=np.float32) @ self.added.T
+
     def _base_search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The base's search_many, each query's answer kept."""
-        keys = [(n, query.tobytes()) for query in queries]
+        """The base's search_many, each query's answer kept. A kept answer serves any
+        narrower search as its first ``n`` (every kind's search is then the same: HNSW
+        explores ef_search >= n either way)."""
+        keys = [query.tobytes() for query in queries]
         got = [self._answers.get(key) for key in keys]
-        missing = [i for i, answer in enumerate(got) if answer is None]
+        missing = [i for i, answer in enumerate(got) if answer is None or answer[0] < n]
         if missing:
             sims, positions = self.base.search_many(queries[missing], n)
             if len(self._answers) + len(missing) > MAX_ANSWERS:
                 self._answers.clear()
             for row, i in enumerate(missing):
-                got[i] = self._answers[keys[i]] = (sims[row].copy(), positions[row].copy())
+                got[i] = self._answers[keys[i]] = (n, sims[row].copy(), positions[row].copy())
         if not got:
             return self.base.search_many(queries, n)
-        return np.stack([s for s, _ in got]), np.stack([p for _, p in got])
+        return np.stack([s[:n] for _, s, _ in got]), np.stack([p[:n] for _, _, p in got])
 
     def vectors(self, positions: np.ndarray, *, all_cores: bool = False) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
