@@ -18,7 +18,8 @@ The suspects of an update, found without ranking every box:
   dense index and the lexical retriever, and any other whose box takes a newcomer
   scoring below what those nearest allow (each article's entry score is kept in the
   map: its picks' scores less what MMR's diversity term can give a newcomer), are
-  scored against it, and those where it would reach the box or push a pick out of
+  scored against it, and those where it would win an MMR step over the box's pick
+  there (its score less its redundancy to the earlier picks) or push a pick out of
   its pool are suspects (the searches: searches.py);
 - either, near the top of a section's recent articles: the boxes filled with recent
   articles (fallback) that could now show another one.
@@ -53,9 +54,9 @@ _NONE = np.zeros(0, np.int64)
 
 class BoxMap:
     """Every table row's last known default box: picks (NO_PICK past the end), their
-    kinds (0 related, else a fallback kind) and similarities; ``entry``: the lowest
-    score a newcomer needs to be picked (-inf for a lacking box: any related newcomer
-    enters it); ``reach``: the least similarity of its related picks that a newcomer
+    kinds (0 related, else a fallback kind) and similarities; ``bars``: what a newcomer
+    must score to be picked at each step (see ChangeTracker._bars); ``entry``: the
+    lowest of them (-inf for a lacking box: any related newcomer enters it); ``reach``: the least similarity of its related picks that a newcomer
     can push out of the pool (which keeps the most similar): any pick of an article
     added since the build (its pool is a search), picks added since the build of the
     others (their pools keep the most similar added articles beside the list); ``lacking``: the box is short or holds a fallback item. Rows of dead
@@ -66,6 +67,7 @@ class BoxMap:
         self.picks = np.full((0, k), ranking.NO_PICK, np.int64)
         self.kinds = np.zeros((0, k), np.int8)
         self.sims = np.zeros((0, k), np.float32)
+        self.bars = np.zeros((0, k), np.float32)
         self.entry = np.zeros(0, np.float32)
         self.reach = np.zeros(0, np.float32)
         self.lacking = np.zeros(0, bool)
@@ -73,7 +75,7 @@ class BoxMap:
     def grow(self, n: int) -> None:
         if n > len(self.entry):
             size = max(n, 2 * len(self.entry), 1024)
-            for name, fill in (("picks", ranking.NO_PICK), ("kinds", 0), ("sims", 0), ("entry", np.inf),
+            for name, fill in (("picks", ranking.NO_PICK), ("kinds", 0), ("sims", 0), ("bars", np.inf), ("entry", np.inf),
                                ("reach", np.inf), ("lacking", False)):
                 old = getattr(self, name)
                 new = np.full((size, *old.shape[1:]), fill, old.dtype)
@@ -81,9 +83,10 @@ class BoxMap:
                 setattr(self, name, new)
         self.n = max(self.n, n)
 
-    def put(self, rows: np.ndarray, block: RankedBlock, entry: np.ndarray, listed: int) -> None:
+    def put(self, rows: np.ndarray, block: RankedBlock, bars: np.ndarray, listed: int) -> None:
         self.picks[rows], self.kinds[rows], self.sims[rows] = block.positions, block.kinds, block.similarities
-        self.entry[rows] = entry
+        self.bars[rows] = bars
+        self.entry[rows] = np.where(_lacking(block), -np.inf, bars.min(axis=1))
         pushed = (block.kinds == 0) & (block.positions >= 0) & ((rows[:, None] >= listed) | (block.positions >= listed))
         self.reach[rows] = np.where(pushed, block.similarities, np.inf).min(axis=1)
         self.lacking[rows] = _lacking(block)
@@ -126,34 +129,46 @@ class ChangeTracker:
         blocks = [rows[i:i + BLOCK] for i in range(0, len(rows), BLOCK)]
         now = self.ranked_at = self._now()
         with ThreadPoolExecutor(max(1, parallel.worker_count())) as pool:
-            for block, (ranked, entry) in zip(blocks, pool.map(lambda b: self._rank(state, b, now, False), blocks)):
-                self.map.put(block, ranked, entry, state.listed_count())
+            for block, (ranked, bars) in zip(blocks, pool.map(lambda b: self._rank(state, b, now, False), blocks)):
+                self.map.put(block, ranked, bars, state.listed_count())
 
     def _rank(self, state: ServingState, rows: np.ndarray, now: float, all_cores: bool = True
               ) -> tuple[RankedBlock, np.ndarray]:
         """The boxes of ``rows`` as served (``k`` items under the rules in force) and
-        their entry scores."""
+        their bars."""
         ranked = boxrules.rank(state, indexed_sources(state, rows),
                                Request(self.k, self.settings, now, _NONE, None, all_cores), self.k, self.settings, {})
-        return ranked, self._entry(state, ranked)
+        return ranked, self._bars(state, ranked)
 
-    def _entry(self, state: ServingState, ranked: RankedBlock) -> np.ndarray:
-        """The lowest score a newcomer must reach to be picked into each box: its first
-        pick's score, and each later pick's score less the most MMR's diversity term
-        can favour a newcomer over it (a newcomer's redundancy is at least 0). -inf for
-        a lacking box."""
+    def _bars(self, state: ServingState, ranked: RankedBlock) -> np.ndarray:
+        """(rows, k): what a newcomer must score to be picked at each MMR step instead of
+        the box's pick there: the first pick's score, then each later pick's score less
+        its redundancy (its cosine to the earlier picks) times (1 - lambda) / lambda, the
+        newcomer's own redundancy added on its side (_beats). -inf with lambda 0."""
         lam = self.settings.mmr_lambda
-        picks, scores = ranked.positions, ranked.scores.astype(np.float32)
-        entry = scores[:, 0].copy()
+        picks, bars = ranked.positions, ranked.scores.astype(np.float32).copy()
         if self.k > 1 and lam > 0:
             vectors = state.index.vectors(np.maximum(picks, 0).reshape(-1)).reshape(*picks.shape, -1)
             cosines = np.einsum("bjd,bid->bji", vectors, vectors)
             for j in range(1, self.k):
-                redundancy = np.maximum(cosines[:, j, :j].max(axis=1), 0)
-                entry = np.minimum(entry, scores[:, j] - (1 - lam) / lam * redundancy)
+                bars[:, j] -= (1 - lam) / lam * np.maximum(cosines[:, j, :j].max(axis=1), 0)
         elif self.k > 1:
-            entry[:] = -np.inf
-        return np.where(_lacking(ranked), -np.inf, entry).astype(np.float32)
+            bars[:, 1:] = -np.inf
+        return bars
+
+    def _beats(self, state: ServingState, a: int, rows: np.ndarray, score: np.ndarray, slack: float) -> np.ndarray:
+        """Which boxes of ``rows`` (full of related items) article ``a``, scoring
+        ``score`` there, would enter at some MMR step: its score less its redundancy to
+        the picks before that step reaches the step's bar. Nothing else it does moves a
+        pick (it only closes or pushes out what it is picked over or crowds: _pushing)."""
+        lam, bars = self.settings.mmr_lambda, self.map.bars[rows]
+        if self.k == 1 or lam <= 0:
+            return (score[:, None] >= bars - slack).any(axis=1)
+        picks = self.map.picks[rows]
+        cosines = (state.index.vectors(picks.reshape(-1)) @ state.index.vectors(np.array([a]))[0]).reshape(picks.shape)
+        before = np.maximum.accumulate(np.maximum(cosines, 0), axis=1)  # redundancy to picks 0..j
+        redundancy = np.hstack([np.zeros((len(rows), 1), np.float32), before[:, :-1]])
+        return (score[:, None] - (1 - lam) / lam * redundancy >= bars - slack).any(axis=1)
 
     # ------------------------------------------------------------------ an update
     def update(self, before: ServingState, after: ServingState, seq: int, *, own: bool = False) -> ChangedBoxes:
@@ -205,10 +220,10 @@ class ChangeTracker:
         suspects = suspects[state.table.alive[suspects]] if len(suspects) else _NONE
         if not len(suspects):
             return _NONE
-        ranked, entry = self._rank(state, suspects, now, len(suspects) > 256)  # few: one core is faster
+        ranked, bars = self._rank(state, suspects, now, len(suspects) > 256)  # few: one core is faster
         differs = (ranked.positions != self.map.picks[suspects]).any(axis=1) | \
             (ranked.kinds != self.map.kinds[suspects]).any(axis=1)
-        self.map.put(suspects, ranked, entry, state.listed_count())
+        self.map.put(suspects, ranked, bars, state.listed_count())
         return suspects[differs]
 
     def _publish(self, report: ChangedBoxes, own: bool) -> ChangedBoxes:
@@ -242,6 +257,8 @@ class ChangeTracker:
                 score, related, cosines = self._newcomer(state, a, candidates, now)
                 lacking = self.map.lacking[candidates]
                 takes = np.where(lacking, related, related & (score >= self.map.entry[candidates] - slack))
+                plain = takes & ~lacking & (self.map.kinds[candidates] == 0).all(axis=1)  # full, nothing pinned
+                takes[plain] = self._beats(state, a, candidates[plain], score[plain], slack)
                 reaches = cosines >= self.map.reach[candidates] - _SLACK
                 reaches[reaches & ~takes] = self._pushing(state, candidates[reaches & ~takes])
                 out.append(candidates[takes | reaches])
