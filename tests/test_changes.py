@@ -7,6 +7,7 @@ them; export --changed rewrites exactly those files."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from similar_articles import Recommender
 from similar_articles.changes import CHANGES_FILE, Update
+from similar_articles.tracking import ChangeTracker
 
 NOW = datetime(2017, 6, 1, tzinfo=timezone.utc)
 
@@ -101,6 +103,42 @@ def test_updates_followed_from_another_process_are_reported_there(rec, news100, 
     assert followed.added == update.changed.added == ("new-5-6",)
     lines = (rec.root / CHANGES_FILE).read_text().splitlines()
     assert [json.loads(line)["live_update"] for line in lines] == [update.seq]
+
+
+def test_a_reload_ranks_every_box_without_holding_back_writes(tmp_path, news100, news100_vectors, encoder,
+                                                             monkeypatch):
+    """After a nightly build the serving process ranks the new snapshot's boxes (~25 s a
+    million articles) while adds go on; its map then follows what they did, so the
+    boxes showing an article added meanwhile are reported when it goes."""
+    index = tmp_path / "index"
+    rec = Recommender.build(news100[:90], index, embeddings=news100_vectors[:90], encoder=encoder)
+    rec.track_changes(now=NOW)
+    Recommender.build(news100, index, embeddings=news100_vectors, encoder=encoder)  # the nightly build
+    ranking, release = threading.Event(), threading.Event()
+    rank_all = ChangeTracker.rank_all
+
+    def held(tracker, state):
+        ranking.set()
+        assert release.wait(60)
+        return rank_all(tracker, state)
+
+    monkeypatch.setattr(ChangeTracker, "rank_all", held)
+    reload = threading.Thread(target=rec.reload)
+    reload.start()
+    assert ranking.wait(60)
+    added = []
+    write = threading.Thread(target=lambda: added.append(rec.add([new_row(news100, 3, 4, NOW - timedelta(days=1))])))
+    write.start()
+    write.join(20)
+    assert added and added[0] == 1, "the add waited for the reload's ranking"
+    release.set()
+    reload.join(60)
+    monkeypatch.undo()
+    assert len(rec) == 101 and "new-3-4" in rec  # the new snapshot, with the add made meanwhile
+    assert any(item[0] == "new-3-4" for box in every_box(rec).values() for item in box)  # boxes show it
+    removal = assert_reported_exactly(rec, lambda: rec.remove(["new-3-4"]))
+    assert removal.changed.boxes  # the boxes that showed it, known to the map that followed the add
+    assert_reported_exactly(rec, lambda: rec.add([new_row(news100, 5, 6, NOW - timedelta(days=2))]))
 
 
 def test_a_box_of_another_size_is_compared_at_that_size(tmp_path, news100, news100_vectors, encoder):

@@ -22,7 +22,7 @@ from .artifacts import read_artifacts
 from .batch import build_articles
 from .changes import CHANGES_FILE, ChangedBoxes, Update
 from .config import Config, as_utc, check_k, replace_ranking
-from .embedding import Encoder, RememberedVectors, SentenceTransformerEncoder, normalise_rows
+from .embedding import Encoder, RememberedVectors, SentenceTransformerEncoder, given_vectors
 from .errors import ConfigError, InvalidArticleError, ModelMismatchError
 from .journal import Journal, Record, add_record, as_record, remove_record
 from .pools import Request, Sources, indexed_sources, unseen_sources
@@ -76,7 +76,7 @@ class Recommender:
         articles = parse_articles(rows)
         if not articles:
             raise InvalidArticleError("no articles to index: the source gave no rows")
-        vectors = None if embeddings is None else _given_vectors(embeddings, len(articles))
+        vectors = None if embeddings is None else given_vectors(embeddings, len(articles))
         encoder = encoder or SentenceTransformerEncoder(config.encoder)
         build_articles(articles, path, config=config, encoder=encoder, cache=cache, vectors=vectors,
                        progress=progress, keep=keep)
@@ -117,11 +117,18 @@ class Recommender:
         state = ServingState.from_snapshot(read_artifacts(folder), self.config, self.encoder.model_id)
         with self._writing:
             state = state.with_rules(self._state.rules, self._state.labels)  # they live beside the snapshots
-            records = self._journal.follow(state.journal_seq, from_start=True)
-            state = self._applied(state, records, tracked=False)[0]
-            if self._tracker is not None:  # rows moved: every box is ranked again, nothing reported
-                self._tracker.reset(state)
-            self._state = state  # one swap: calls in flight keep the old one
+            state = self._applied(state, self._journal.follow(state.journal_seq, from_start=True), tracked=False)[0]
+            tracker = self._tracker
+        # Rows moved: every box is ranked again, without holding back writes; the map then
+        # follows what they did meanwhile (reported already, on the old snapshot).
+        boxes = tracker.rank_all(state) if tracker is not None else None
+        with self._writing:
+            if self._state.rules.version != state.rules.version or tracker is not self._tracker:
+                state, boxes = state.with_rules(self._state.rules, self._state.labels), None  # edited meanwhile
+            if self._tracker is not None:
+                self._tracker.reset(state, boxes)
+            records = self._journal.follow(state.journal_seq, from_start=True)  # ours and refresh's read it on
+            self._state = self._applied(state, records, report=False)[0]
         log.info("similar-articles: now serving %s", folder)
         return True
 
@@ -165,15 +172,15 @@ class Recommender:
             self._read_rules(own=True)
         return made
 
-    def _applied(self, state: ServingState, records: list[Record], *, own: int = -1,
-                 tracked: bool = True) -> tuple[ServingState, dict[int, Update]]:
+    def _applied(self, state: ServingState, records: list[Record], *, own: int = -1, tracked: bool = True,
+                 report: bool = True) -> tuple[ServingState, dict[int, Update]]:
         """``state`` with ``records`` applied in order, and each record's Update (with
         the boxes it changed when tracking; ``own``: the seq this process wrote)."""
         updates, tracker = {}, self._tracker if tracked else None
         for record in (r for r in records if r.seq > state.journal_seq):
             new, count = state.with_record(record, self.encoder.model_id)
-            updates[record.seq] = Update(count, record.seq, tracker and tracker.update(state, new, record.seq,
-                                                                                       own=record.seq == own))
+            updates[record.seq] = Update(count, record.seq, tracker and tracker.update(
+                state, new, record.seq, own=record.seq == own, report=report))
             state = new
         boxrules.compiled(state)  # the rules compiled now, off the calls' path
         return state, updates
@@ -207,7 +214,8 @@ class Recommender:
     def track_changes(self, k: int = 2, *, now: datetime | None = None,
                       on_change: Callable[[ChangedBoxes], None] | None = None) -> "Recommender":
         """Work out the ``k``-item boxes each update or rules edit changes (docs/changes.md).
-        Ranks every box now and after a reload (~50 s a million articles on 2 cores).
+        Ranks every box now and after a reload (23-50 s a million articles on 2 cores;
+        a reload's does not hold back writes).
         now: a fixed time (default: the clock); on_change: gets this process's reports."""
         with self._writing:
             self._tracker = ChangeTracker(self._state, self.config.ranking, check_k(k), now=now and as_utc(now),
@@ -352,7 +360,7 @@ class Recommender:
         if not articles:
             return Update(0, self._state.journal_seq)
         vectors = self.encoder.encode_articles(articles) if embeddings is None else \
-            _given_vectors(embeddings, len(articles))
+            given_vectors(embeddings, len(articles))
         if vectors.shape[1] != self._state.index.dim:
             raise ModelMismatchError(f"new vectors have {vectors.shape[1]} dimensions, the index "
                                      f"{self._state.index.dim}; make them with the index's model")
@@ -389,11 +397,3 @@ class Recommender:
                 "index_kind": m.get("index_kind"), "articles": m.get("count"), "live_articles": len(self),
                 "sections": len(state.table.section_names), "library_version": m.get("library_version"),
                 "ranking_settings": self.config.ranking.changed_from_defaults()}
-
-
-def _given_vectors(embeddings: np.ndarray, count: int) -> np.ndarray:
-    vectors = normalise_rows(embeddings)
-    if len(vectors) != count:
-        raise ConfigError(f"embeddings has {len(vectors)} rows but there are {count} articles; "
-                          "give one row per article, in the same order")
-    return vectors

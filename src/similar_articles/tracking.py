@@ -63,7 +63,7 @@ class BoxMap:
     articles hold NO_PICK. Arrays grow by doubling, so an update costs its rows only."""
 
     def __init__(self, k: int):
-        self.k, self.n = k, 0
+        self.k, self.n, self.ranked_at = k, 0, 0.0  # ranked_at: when its boxes were ranked (seconds)
         self.picks = np.full((0, k), ranking.NO_PICK, np.int64)
         self.kinds = np.zeros((0, k), np.int8)
         self.sims = np.zeros((0, k), np.float32)
@@ -121,16 +121,23 @@ class ChangeTracker:
     def _now(self) -> float:
         return (self.now or datetime.now(timezone.utc)).timestamp()
 
-    def reset(self, state: ServingState) -> None:
-        """Rank every live article's box of ``state`` (a new snapshot: rows moved)."""
-        self.map = BoxMap(self.k)
-        self.map.grow(len(state.table))
+    def reset(self, state: ServingState, boxes: BoxMap | None = None) -> None:
+        """Know the boxes of ``state`` (a new snapshot: rows moved): ``boxes`` ranked for
+        it (rank_all), or ranked now."""
+        self.map = boxes if boxes is not None else self.rank_all(state)
+
+    def rank_all(self, state: ServingState) -> BoxMap:
+        """Every live article's box of ``state`` (~25 s a million on 2 cores); changes
+        nothing here, so a reload runs it without holding back writes."""
+        boxes = BoxMap(self.k)
+        boxes.grow(len(state.table))
         rows = state.table.live_positions()
         blocks = [rows[i:i + BLOCK] for i in range(0, len(rows), BLOCK)]
-        now = self.ranked_at = self._now()
+        now = boxes.ranked_at = self._now()
         with ThreadPoolExecutor(max(1, parallel.worker_count())) as pool:
             for block, (ranked, bars) in zip(blocks, pool.map(lambda b: self._rank(state, b, now, False), blocks)):
-                self.map.put(block, ranked, bars, state.listed_count())
+                boxes.put(block, ranked, bars, state.listed_count())
+        return boxes
 
     def _rank(self, state: ServingState, rows: np.ndarray, now: float, all_cores: bool = True
               ) -> tuple[RankedBlock, np.ndarray]:
@@ -171,9 +178,12 @@ class ChangeTracker:
         return (score[:, None] - (1 - lam) / lam * redundancy >= bars - slack).any(axis=1)
 
     # ------------------------------------------------------------------ an update
-    def update(self, before: ServingState, after: ServingState, seq: int, *, own: bool = False) -> ChangedBoxes:
+    def update(self, before: ServingState, after: ServingState, seq: int, *, own: bool = False,
+               report: bool = True) -> ChangedBoxes:
         """The boxes the update from ``before`` to ``after`` changed; the map is brought
-        up to date. ``own``: this process made the update (it goes to the log)."""
+        up to date. ``own``: this process made the update (it goes to the log);
+        ``report`` False: kept nowhere (a reload catching up with an update reported
+        on the snapshot it was made on)."""
         now, table = self._now(), after.table
         old_n, new_n = len(before.table), len(table)
         self.map.grow(new_n)
@@ -196,11 +206,11 @@ class ChangeTracker:
         old = before.table.positions.get_many(table.ids[new].tolist()) if len(new) else _NONE
         replaced = (old >= 0) & before.table.alive[np.maximum(old, 0)] if len(new) else np.zeros(0, bool)
         back = set(table.ids[new].tolist())
-        report = ChangedBoxes(
+        changes = ChangedBoxes(
             seq, self.k, after.manifest.get("version"), tuple(table.ids[changed].tolist()),
             tuple(table.ids[new[~replaced]].tolist()), tuple(table.ids[new[replaced]].tolist()),
             tuple(i for i in before.table.ids[killed].tolist() if i not in back), complete)
-        return self._publish(report, own)
+        return self._publish(changes, own) if report else changes
 
     def rules_changed(self, before: ServingState, after: ServingState, *, own: bool = False) -> ChangedBoxes:
         """The boxes a rules edit (``before`` to ``after``: the same articles, other
@@ -271,7 +281,7 @@ class ChangeTracker:
         s = self.settings
         if s.half_life_days is None:
             return _SLACK
-        elapsed = abs(now - self.ranked_at) / ranking.SECONDS_PER_DAY
+        elapsed = abs(now - self.map.ranked_at) / ranking.SECONDS_PER_DAY
         return s.freshness_margin * (1 - 2 ** (-elapsed / s.half_life_days)) + _SLACK
 
     def _fetch(self) -> int:

@@ -89,3 +89,12 @@ class RememberedVectors:
             while len(self._vectors) > self.kept:
                 self._vectors.popitem(last=False)
         return vector
+
+
+def given_vectors(embeddings: np.ndarray, count: int) -> np.ndarray:
+    """A caller's ``embeddings`` for ``count`` articles, one unit row each."""
+    vectors = normalise_rows(embeddings)
+    if len(vectors) != count:
+        raise ConfigError(f"embeddings has {len(vectors)} rows but there are {count} articles; "
+                          "give one row per article, in the same order")
+    return vectors

@@ -54,8 +54,9 @@ class ServiceSettings:
         Implies ``track_changes``.
     track_changes: work out the boxes each write and rules edit changes, and log them
         to INDEX/changes.jsonl (for ``export --changed`` and the editors' page). Each
-        worker then ranks every box at start-up and after a new snapshot (~50 s a
-        million articles; ~33 MB a million) and a write takes ~20-50 ms more at 1M.
+        worker then ranks every box at start-up and after a new snapshot (23-50 s a
+        million articles, writes going on; ~33 MB a million) and a write takes ~10-60
+        ms more at 1M.
     """
 
     index: Path
