@@ -10,6 +10,8 @@ with or without tracking. The first updates of a run read cold pages of the memo
 arrays (page faults, not tracking's work): the "warm" columns are the second half of each
 kind's updates. ``--check N`` recomputes every box before and after the
 first N updates of each kind and counts boxes reported wrongly (missed or extra).
+Last, one rules edit of each kind (a pin, a block of the most shown article, its
+unblock, a section policy) is timed through ``rules_changed``.
 
     .venv/bin/python benchmarks/bench_recommend.py --sizes 1000000 --kinds auto --keep --work /tmp/changed1m
     .venv/bin/python benchmarks/bench_changes.py /tmp/changed1m/1000000-auto
@@ -97,6 +99,29 @@ def main() -> None:
               f"{np.mean(changed):.1f} boxes changed on average", flush=True)
     C.print_table(["articles", "update", "p50 ms", "p99 ms", "warm p50 ms", "warm p90 ms", "boxes changed (mean)", "max",
                    "boxes reported wrongly (checked updates)"], rows)
+    _rules_edits(tracker, state)
+
+
+def _rules_edits(tracker, state) -> None:
+    """Times ``rules_changed`` for one edit of each kind, each on the rules the last left."""
+    table = state.table
+    live = table.live_positions()
+    shown = np.bincount(tracker.map.picks[:tracker.map.n][tracker.map.picks[:tracker.map.n] >= 0])
+    hub, source, pinned = table.ids[int(shown.argmax())], table.ids[int(live[0])], table.ids[int(live[1])]
+    section = next(s for s in table.sections if s)
+    edits = [("pin into one box", lambda r: r.with_pin({"article": pinned, "into": source})),
+             ("block the most shown article", lambda r: r.with_block({"article": hub})),
+             ("unblock it", lambda r: r.without_block(hub)),
+             (f"policy: {section} half_life_days=3", lambda r: r.with_policy(section, {"half_life_days": 3}))]
+    rows = []
+    for name, edit in edits:
+        after = state.with_rules(edit(state.rules), state.labels)
+        started = time.perf_counter()
+        report = tracker.rules_changed(state, after)
+        rows.append([name, f"{1000 * (time.perf_counter() - started):.1f}", f"{len(report.boxes):,}",
+                     "yes" if report.complete else "no"])
+        state = after
+    C.print_table(["rules edit", "ms", "boxes changed", "complete"], rows)
 
 
 def _every_box(rec, state) -> dict[str, tuple]:

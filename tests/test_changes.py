@@ -327,6 +327,18 @@ def test_article_updates_under_rules_are_reported_exactly(ruled, news100):
     assert sum(len(assert_reported_exactly(rec, step).changed.boxes) for step in steps) > 5
 
 
+def test_edits_reaching_many_boxes_are_ranked_a_block_at_a_time(ruled, news100, monkeypatch):
+    """A policy edit or an add reaching more boxes than a block holds ranks them block by
+    block (at 1M one block of every box took 17.8 GiB): the reports stay exact."""
+    from similar_articles import tracking
+    monkeypatch.setattr(tracking, "BLOCK", 8)
+    rec = ruled.track_changes(k=2, now=NOW)  # the map of every box, 8 at a time on every core
+    assert_edit_reported_exactly(rec, lambda r: r.with_policy("*", {"half_life_days": 2}))  # every box a suspect
+    assert len(assert_edit_reported_exactly(rec, lambda r: r.with_policy("*", {"sections": ["bbc", "cnn"]}))) > 16
+    rows = [new_row(news100, i, i, NOW - timedelta(hours=i)) for i in range(20)]
+    assert len(assert_reported_exactly(rec, lambda: rec.add(rows)).changed.added) == 20
+
+
 def test_the_changes_log_keeps_its_newer_half_past_its_limit(tmp_path, monkeypatch):
     """changes.jsonl never grows without end: past its limit it is cut to whole lines
     of its newer half; an export whose updates were cut away finds the gap and ranks

@@ -131,13 +131,22 @@ class ChangeTracker:
         nothing here, so a reload runs it without holding back writes."""
         boxes = BoxMap(self.k)
         boxes.grow(len(state.table))
-        rows = state.table.live_positions()
-        blocks = [rows[i:i + BLOCK] for i in range(0, len(rows), BLOCK)]
         now = boxes.ranked_at = self._now()
-        with ThreadPoolExecutor(max(1, parallel.worker_count())) as pool:
-            for block, (ranked, bars) in zip(blocks, pool.map(lambda b: self._rank(state, b, now, False), blocks)):
-                boxes.put(block, ranked, bars, state.listed_count())
+        for block, ranked, bars in self._ranked_blocks(state, state.table.live_positions(), now):
+            boxes.put(block, ranked, bars, state.listed_count())
         return boxes
+
+    def _ranked_blocks(self, state: ServingState, rows: np.ndarray, now: float):
+        """(rows, boxes, bars) of ``rows``, BLOCK at a time (a block's pools take ~150 kB
+        a row), on every core when there are several blocks; a few rows on one core."""
+        if len(rows) <= BLOCK:
+            if len(rows):
+                yield rows, *self._rank(state, rows, now, len(rows) > 256)
+            return
+        blocks = [rows[i:i + BLOCK] for i in range(0, len(rows), BLOCK)]
+        with ThreadPoolExecutor(max(1, parallel.worker_count())) as pool:
+            yield from ((block, *ranked) for block, ranked in
+                        zip(blocks, pool.map(lambda b: self._rank(state, b, now, False), blocks)))
 
     def _rank(self, state: ServingState, rows: np.ndarray, now: float, all_cores: bool = True
               ) -> tuple[RankedBlock, np.ndarray]:
@@ -201,8 +210,8 @@ class ChangeTracker:
         changed = self._settle(after, suspects, now)
         self.map.clear(killed)
         new = added[table.alive[added]]
-        if len(new):
-            self.map.put(new, *self._rank(after, new, now, len(new) > 256), after.listed_count())
+        for rows, ranked, bars in self._ranked_blocks(after, new, now):
+            self.map.put(rows, ranked, bars, after.listed_count())
         old = before.table.positions.get_many(table.ids[new].tolist()) if len(new) else _NONE
         replaced = (old >= 0) & before.table.alive[np.maximum(old, 0)] if len(new) else np.zeros(0, bool)
         back = set(table.ids[new].tolist())
@@ -230,11 +239,12 @@ class ChangeTracker:
         suspects = suspects[state.table.alive[suspects]] if len(suspects) else _NONE
         if not len(suspects):
             return _NONE
-        ranked, bars = self._rank(state, suspects, now, len(suspects) > 256)  # few: one core is faster
-        differs = (ranked.positions != self.map.picks[suspects]).any(axis=1) | \
-            (ranked.kinds != self.map.kinds[suspects]).any(axis=1)
-        self.map.put(suspects, ranked, bars, state.listed_count())
-        return suspects[differs]
+        changed = [_NONE]
+        for rows, ranked, bars in self._ranked_blocks(state, suspects, now):
+            changed.append(rows[(ranked.positions != self.map.picks[rows]).any(axis=1) |
+                                (ranked.kinds != self.map.kinds[rows]).any(axis=1)])
+            self.map.put(rows, ranked, bars, state.listed_count())
+        return np.concatenate(changed)
 
     def _publish(self, report: ChangedBoxes, own: bool) -> ChangedBoxes:
         """Keep ``report``; this process's go to the log and the listener too."""
