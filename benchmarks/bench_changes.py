@@ -106,7 +106,8 @@ def _rules_edits(tracker, state) -> None:
     """Times ``rules_changed`` for one edit of each kind, each on the rules the last left."""
     table = state.table
     live = table.live_positions()
-    shown = np.bincount(tracker.map.picks[:tracker.map.n][tracker.map.picks[:tracker.map.n] >= 0])
+    picks = tracker.map.picks[:tracker.map.n]
+    shown = np.bincount(picks[picks >= 0])
     hub, source, pinned = table.ids[int(shown.argmax())], table.ids[int(live[0])], table.ids[int(live[1])]
     section = next(s for s in table.sections if s)
     edits = [("pin into one box", lambda r: r.with_pin({"article": pinned, "into": source})),

@@ -330,8 +330,7 @@ def test_article_updates_under_rules_are_reported_exactly(ruled, news100):
 def test_edits_reaching_many_boxes_are_ranked_a_block_at_a_time(ruled, news100, monkeypatch):
     """A policy edit or an add reaching more boxes than a block holds ranks them block by
     block (at 1M one block of every box took 17.8 GiB): the reports stay exact."""
-    from similar_articles import tracking
-    monkeypatch.setattr(tracking, "BLOCK", 8)
+    monkeypatch.setattr("similar_articles.tracking.BLOCK", 8)
     rec = ruled.track_changes(k=2, now=NOW)  # the map of every box, 8 at a time on every core
     assert_edit_reported_exactly(rec, lambda r: r.with_policy("*", {"half_life_days": 2}))  # every box a suspect
     assert len(assert_edit_reported_exactly(rec, lambda r: r.with_policy("*", {"sections": ["bbc", "cnn"]}))) > 16

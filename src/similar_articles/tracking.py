@@ -140,7 +140,7 @@ class ChangeTracker:
         """(rows, boxes, bars) of ``rows``, BLOCK at a time (a block's pools take ~150 kB
         a row), on every core when there are several blocks; a few rows on one core."""
         if len(rows) <= BLOCK:
-            if len(rows):
+            if len(rows):  # most updates' suspects: one block, no pool of threads
                 yield rows, *self._rank(state, rows, now, len(rows) > 256)
             return
         blocks = [rows[i:i + BLOCK] for i in range(0, len(rows), BLOCK)]
@@ -237,8 +237,6 @@ class ChangeTracker:
         """Rank the live ``suspects``' boxes, put them in the map, and return those that
         differ from the boxes the map knew."""
         suspects = suspects[state.table.alive[suspects]] if len(suspects) else _NONE
-        if not len(suspects):
-            return _NONE
         changed = [_NONE]
         for rows, ranked, bars in self._ranked_blocks(state, suspects, now):
             changed.append(rows[(ranked.positions != self.map.picks[rows]).any(axis=1) |
