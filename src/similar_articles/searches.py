@@ -5,19 +5,15 @@ lists), the articles at the edge of a fallback window."""
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-from . import boxrules, parallel, ranking
+from . import boxrules, ranking
 from .config import RankingConfig
 from .features.lexical import overlaps
 from .pools import MAX_UNLISTED
 from .state import ServingState
 
 _NONE = np.zeros(0, np.int64)
-_DENSE: dict[int, ThreadPoolExecutor] = {}  # this process's thread for dense searches (a forked child makes its own)
 
 
 def all_searched(state: ServingState) -> bool:
@@ -58,39 +54,26 @@ def nearest(state: ServingState, a: int, s: RankingConfig, width: int) -> tuple[
     search held every article). The lexical part is as exact as the lexical retriever (it reads the
     postings of the newcomer's strongest terms), as the build's candidate lists are."""
     vector = state.index.vectors(np.array([a]))
-    lexical = state.features.lexical is not None and s.lexical_weight > 0
-    searched = state.postings is not None and len(state.postings.docs)
-    # The dense search runs on a thread beside the lexical one where there is a second
-    # core: FAISS releases the GIL, and at a million articles the two take ~2 and ~1 ms.
-    dense_search = _dense_thread().submit(state.index.search_many, vector, width) \
-        if lexical and searched and parallel.worker_count() > 1 else None
-    finds = state.lexical_finds(state.features.prints(np.array([a])), width, np.array([a]))[0] \
-        if lexical and searched else _NONE
-    sims, found = dense_search.result() if dense_search is not None else state.index.search_many(vector, width)
+    sims, found = state.index.search_many(vector, width)
     sims, found = sims[0][found[0] >= 0], found[0][found[0] >= 0]
     if len(found) < min(width, len(state.index)) or len(found) == len(state.index):
         return found, -np.inf, -np.inf
     bound = dense = float(sims[-1])
-    if lexical:
+    if state.features.lexical is not None and s.lexical_weight > 0:
+        prints = state.features.prints(np.array([a]))
         least = 1.0  # no postings: no bound on the overlap
-        if searched:
+        if state.postings is not None and len(state.postings.docs):
+            finds = state.lexical_finds(prints, width, np.array([a]))[0]
             finds = finds[finds >= 0]
             least = 0.0
             if len(finds):
-                prints, theirs = state.features.prints(np.array([a])), state.features.prints(finds)
+                theirs = state.features.prints(finds)
                 least = float(overlaps(prints.ids, prints.weights, theirs.ids[None], theirs.weights[None]).min())
             found = np.union1d(found, finds)
         # Articles added since the build are in no postings: all of them are scored.
         found = np.union1d(found, np.arange(state.listed_count(), len(state.index)))
         bound = ranking.blend(bound, least, s.lexical_weight)
     return found, bound + s.freshness_margin + s.section_bonus, dense
-
-
-def _dense_thread() -> ThreadPoolExecutor:
-    if os.getpid() not in _DENSE:
-        _DENSE.clear()
-        _DENSE[os.getpid()] = ThreadPoolExecutor(1, thread_name_prefix="dense-search")
-    return _DENSE[os.getpid()]
 
 
 def edge(state: ServingState, order: np.ndarray, p: int, now: float, k: int, s: RankingConfig) -> np.ndarray | None:
