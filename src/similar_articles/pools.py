@@ -276,18 +276,17 @@ def _reference(sources: Sources, request: Request) -> np.ndarray:
 def _overlap(state: ServingState, sources: Sources, positions: np.ndarray, slots: np.ndarray,
              ok: np.ndarray) -> np.ndarray:
     """Term overlap of each source with its pool: stored for listed pairs, computed for
-    the rest (only rows with an eligible unlisted member are computed)."""
+    the eligible rest, pair by pair (0 for the others, which are never shown: a listed
+    pool's added members are often a few of its hundred)."""
     stored = state.neighbours.overlap if state.neighbours is not None else None
     from_list = (slots >= 0) & (stored is not None)
     out = np.where(from_list, stored[sources.positions[:, None], np.maximum(slots, 0)], 0).astype(np.float32) \
         if from_list.any() else np.zeros(positions.shape, np.float32)
-    todo = np.flatnonzero((ok & ~from_list).any(axis=1))
-    if len(todo):
-        pool = state.features.prints(np.maximum(positions[todo], 0))
-        own = sources.prints.take(todo) if sources.prints is not None else \
-            state.features.prints(sources.positions[todo])
-        computed = overlaps(own.ids, own.weights, pool.ids, pool.weights)
-        out[todo] = np.where(from_list[todo], out[todo], computed)
+    b, w = np.nonzero(ok & ~from_list)
+    if len(b):
+        pool = state.features.prints(positions[b, w])
+        own = sources.prints.take(b) if sources.prints is not None else state.features.prints(sources.positions[b])
+        out[b, w] = overlaps(own.ids, own.weights, pool.ids[:, None], pool.weights[:, None])[:, 0]
     return out
 
 

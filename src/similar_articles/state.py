@@ -134,7 +134,7 @@ class ServingState:
         sketches = copies.sketches([copies.copy_text(a.body, a.title) for a in articles]) \
             if self.features.sketches is not None else None
         return replace(self, table=self.table.with_added(articles), index=self.index.with_rows(vectors),
-                       features=self.features.with_rows(prints, sketches), floors={}, rulings={})
+                       features=self.features.with_rows(prints, sketches), rulings={})
 
     def with_removed(self, ids: Sequence[object]) -> tuple["ServingState", int]:
         """A new state without the live articles among ``ids`` (unknown ids are
@@ -142,7 +142,7 @@ class ServingState:
         positions = [p for p in (self.table.position_of(i) for i in ids) if p is not None]
         if not positions:
             return self, 0
-        return replace(self, table=self.table.with_removed(positions), floors={}, rulings={}), len(set(positions))
+        return replace(self, table=self.table.with_removed(positions), rulings={}), len(set(positions))
 
     def with_record(self, record: Record, model_id: str) -> tuple["ServingState", int]:
         """A new state with one journal record applied, and how many articles it added
