@@ -300,6 +300,27 @@ def test_added_articles_are_served_like_built_ones(tmp_path, news100, news100_ve
         np.testing.assert_allclose([i.similarity for i in mine], [i.similarity for i in theirs], atol=1e-4)
 
 
+def test_a_pair_scores_the_same_from_a_built_list_as_from_a_search(news100_index):
+    """Term overlaps are stored for an article's listed pairs and computed for a
+    searched pool's (filters that leave too few of a list send its box to a search; an
+    added article's box is always one): an item scores the same either way."""
+    from similar_articles.pools import Request, indexed_sources, rank_block
+
+    state = news100_index.state
+    positions = state.table.live_positions()
+    request = Request(10, news100_index.config.ranking, NOW.timestamp(), np.zeros(0, np.int64), None)
+    listed = rank_block(state, indexed_sources(state, positions), request)
+    searched = rank_block(state, indexed_sources(state, positions), request, search=True)
+    compared = 0
+    for b in range(len(positions)):
+        for j, p in enumerate(listed.positions[b].tolist()):
+            hit = np.flatnonzero(searched.positions[b] == p)
+            if p >= 0 and len(hit):
+                assert searched.scores[b, hit[0]] == pytest.approx(listed.scores[b, j], abs=1e-5), (b, p)
+                compared += 1
+    assert compared > 500
+
+
 def test_a_built_articles_pool_keeps_the_added_articles_most_similar_to_it(fresh_index, news100, news100_vectors):
     """Past a pool's width of articles added since the build, a built article's pool
     holds the added ones most similar to it, ties by the earlier added: its box shows
