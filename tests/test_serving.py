@@ -20,6 +20,7 @@ import pytest
 from similar_articles import Article, Recommender
 from similar_articles.config import Config, IndexConfig
 from similar_articles.errors import ConfigError, IndexCorruptedError, UnknownArticleError
+from similar_articles.pools import Request, indexed_sources, rank_block
 
 NOW = datetime(2017, 6, 1, tzinfo=timezone.utc)  # after every News100 article (Dec 2016 - Mar 2017)
 
@@ -304,8 +305,6 @@ def test_a_pair_scores_the_same_from_a_built_list_as_from_a_search(news100_index
     """Term overlaps are stored for an article's listed pairs and computed for a
     searched pool's (filters that leave too few of a list send its box to a search; an
     added article's box is always one): an item scores the same either way."""
-    from similar_articles.pools import Request, indexed_sources, rank_block
-
     state = news100_index.state
     positions = state.table.live_positions()
     request = Request(10, news100_index.config.ranking, NOW.timestamp(), np.zeros(0, np.int64), None)

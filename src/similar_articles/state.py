@@ -58,7 +58,9 @@ class ServingState:
     path: Path | None
     journal_seq: int = 0  # the last live-update record this state includes
     postings: Postings | None = None  # the lexical retriever (snapshot articles only)
-    floors: dict = field(default_factory=dict, compare=False)  # (weight, quantile) -> floor, made once
+    # (weight, quantile) -> floor: read from the snapshot's random pairs, so the states
+    # made from this one by live updates share it.
+    floors: dict = field(default_factory=dict, compare=False)
     rules: Rules = field(default_factory=Rules)  # the newsroom's rules (rules.json), applied at call time
     labels: dict = field(default_factory=lambda: dict(DEFAULT_LABELS))  # reader labels (labels.json)
     rulings: dict = field(default_factory=dict, compare=False)  # the rules compiled for this table, made once
